@@ -1,0 +1,80 @@
+"""``cellseg-trainer predict``: segment files or folders with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import config
+from ..inference.run import config_from_checkpoint, run_prediction
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment images with a trained model",
+        description=(
+            "Either --config predict.yaml (the established prediction config), or the short form "
+            "--checkpoint CK --input IMG that takes the model settings from the checkpoint."
+        ),
+    )
+    p.add_argument("--config", help="prediction config (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--checkpoint", help="checkpoint file (short form)")
+    p.add_argument("--input", help="image file or folder (short form)")
+    p.add_argument("--output", help="output folder (short form; default: beside the input)")
+    p.add_argument("--threshold", type=float, help="> 0: binary output at this threshold")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.set_defaults(run=run_predict)
+
+
+def short_form_config(args: argparse.Namespace) -> config.PredictConfig:
+    """A prediction config from --checkpoint/--input/--output/--threshold."""
+    cfg = config_from_checkpoint(args.checkpoint)
+    source = Path(args.input)
+    if source.is_dir():
+        cfg.mode.name, cfg.mode.InputDir = "folder", str(source)
+        found = {p.suffix.lower() for p in source.iterdir()}
+        cfg.mode.DataType = ".tif" if ".tif" in found and ".tiff" not in found else ".tiff"
+    else:
+        cfg.mode.name, cfg.mode.InputFile = "file", str(source)
+    cfg.OutputDir = args.output or str(source if source.is_dir() else source.parent)
+    cfg.Normalization = 0  # training data are already normalised to [0, 1]
+    return cfg
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if args.config:
+        cfg = config.load_predict_config(args.config, args.overrides)
+    elif args.checkpoint and args.input:
+        data = short_form_config(args).to_dict()
+        data = config.apply_overrides(data, args.overrides) if args.overrides else data
+        cfg = config.from_mapping(config.PredictConfig, data, source="predict")
+    else:
+        raise config.ConfigError([config.Problem("", "give --config FILE, or --checkpoint CK and --input IMG")])
+    if args.threshold is not None:
+        cfg.Threshold = args.threshold
+    if args.device:
+        cfg.device = args.device
+    written = run_prediction(cfg, progress=TileProgress())
+    for path in written:
+        print(path)
+    return 0
+
+
+class TileProgress:
+    """One tqdm bar per image (or time point), fed with (label, tiles done, tiles in all)."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        bar = self.bars.get(label)
+        if bar is None:
+            bar = self.bars[label] = tqdm(total=total, desc=label, unit="tile", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()

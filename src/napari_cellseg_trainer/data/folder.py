@@ -1,0 +1,392 @@
+"""The training folder: ``NAME.ome.tif``, ``NAME_GT.ome.tif`` and ``NAME_CM.ome.tif`` per image.
+
+Every problem with a folder is found in one pass and reported together, one line per problem,
+each naming the file, so a user fixes the whole folder at once instead of one error per run.
+Arrays handed over from napari layers go through the same checks and conversions
+(:func:`images_from_arrays`), so training from layers sees exactly what training from a folder
+written from those layers would see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import numpy as np
+import tifffile
+
+GT_SUFFIX = "_GT.ome.tif"
+CM_SUFFIX = "_CM.ome.tif"
+RAW_SUFFIX = ".ome.tif"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingImage:
+    """One training image, checked and converted.
+
+    Attributes
+    ----------
+    name : the image's name (``NAME`` of ``NAME.ome.tif``, or a layer name).
+    raw : (C, Z, Y, X) float32, normalised to about [0, 1].
+    label : (Z, Y, X) class labels, uint8 (int32 only for an ignore_index outside 0..255).
+    costmap : (Z, Y, X) float32 per-voxel loss weight, >= 0.
+    source : where it came from (a file path or a layer name), for messages.
+    """
+
+    name: str
+    raw: np.ndarray
+    label: np.ndarray
+    costmap: np.ndarray
+    source: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The (Z, Y, X) shape shared by raw, label and cost map."""
+        return tuple(self.label.shape)  # type: ignore[return-value]
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; carries every problem found, one line each."""
+
+    def __init__(self, problems: Sequence[str], source: str = "") -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = [f"{head}{len(self.problems)} problem(s) in the training data:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def check_folder(
+    folder: str | Path,
+    nchannel: int,
+    nclass: int,
+    size_out: Sequence[int],
+    ignore_index: int | None = None,
+) -> list[str]:
+    """Every problem with a training folder, one line each naming the file; [] if it is usable.
+
+    Parameters
+    ----------
+    folder : the training folder.
+    nchannel : channels the raw images must have.
+    nclass : labels must lie in [0, nclass - 1] (or equal ``ignore_index``).
+    size_out : (z, y, x) output patch; every image must be at least this large.
+    ignore_index : a label value the loss skips, allowed besides the classes.
+    """
+    problems, _ = _read_folder(folder, nchannel, nclass, size_out, ignore_index, keep=False)
+    return problems
+
+
+def load_folder(
+    folder: str | Path,
+    nchannel: int,
+    nclass: int,
+    size_out: Sequence[int],
+    ignore_index: int | None = None,
+) -> list[TrainingImage]:
+    """Load every image of a training folder, sorted by name.
+
+    Raises
+    ------
+    DataError : listing every problem :func:`check_folder` finds.
+    """
+    problems, images = _read_folder(folder, nchannel, nclass, size_out, ignore_index, keep=True)
+    if problems:
+        raise DataError(problems, str(folder))
+    return images
+
+
+def images_from_arrays(
+    items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]],
+    nchannel: int,
+    nclass: int,
+    size_out: Sequence[int],
+    ignore_index: int | None = None,
+) -> list[TrainingImage]:
+    """Training images from in-memory arrays, e.g. napari layers, checked like a folder.
+
+    Parameters
+    ----------
+    items : ``(raw, label, costmap or None, name)`` per image; raw is ZYX, CZYX or ZCYX
+        (the folder's rule), a missing cost map means weight 1 everywhere.
+    nchannel, nclass, size_out, ignore_index : as for :func:`check_folder`.
+
+    Raises
+    ------
+    DataError : listing every problem, each naming the image.
+    """
+    problems: list[str] = []
+    images: list[TrainingImage] = []
+    for raw, label, costmap, name in items:
+        source = f"layer {name!r}"
+        found: list[str] = []
+        raw_czyx = _raw_as_czyx(np.asarray(raw), source, nchannel, found)
+        label = np.asarray(label)
+        costmap = np.ones(label.shape, np.float32) if costmap is None else np.asarray(costmap)
+        _check_label_array(label, source, nclass, ignore_index, found)
+        _check_costmap_array(costmap, source, found)
+        _check_shapes(raw_czyx, label, costmap, source, source, size_out, found)
+        problems += found
+        if not found:
+            images.append(_training_image(name, raw_czyx, label, costmap, source, ignore_index))
+    if problems:
+        raise DataError(problems)
+    return images
+
+
+def write_training_image(
+    folder: str | Path, name: str, raw: np.ndarray, label: np.ndarray, costmap: np.ndarray
+) -> tuple[Path, Path, Path]:
+    """Write ``NAME.ome.tif`` (float32), ``NAME_GT.ome.tif`` (uint8), ``NAME_CM.ome.tif`` (float32).
+
+    ``raw`` is ZYX or CZYX; label and cost map are ZYX. Returns the three paths. The raw image
+    is written as given: a CZYX array with more channels than slices would read back as ZCYX.
+    """
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = np.asarray(raw, dtype=np.float32)
+    label = np.asarray(label)
+    # uint8 unless an ignore_index outside 0..255 (e.g. -100) is in the labels.
+    fits_uint8 = label.size == 0 or (label.min() >= 0 and label.max() <= 255)
+    label = label.astype(np.uint8 if fits_uint8 else np.int32, copy=False)
+    raw_axes = {3: "ZYX", 4: "CZYX"}.get(raw.ndim)
+    if raw_axes is None:
+        raise ValueError(f"{name}: raw must be ZYX or CZYX, got {raw.ndim}-D shape {raw.shape}")
+    paths = (
+        folder / f"{name}{RAW_SUFFIX}",
+        folder / f"{name}{GT_SUFFIX}",
+        folder / f"{name}{CM_SUFFIX}",
+    )
+    _write_ome(paths[0], raw, raw_axes, compress=False)
+    # Labels and cost maps are mostly constant: zlib shrinks them many times over.
+    _write_ome(paths[1], label, "ZYX", compress=True)
+    _write_ome(paths[2], np.asarray(costmap, dtype=np.float32), "ZYX", compress=True)
+    return paths
+
+
+def _write_ome(path: Path, array: np.ndarray, axes: str, compress: bool) -> None:
+    """Write one OME-TIFF; its UUID comes from name and content, so equal data gives equal bytes."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha1(path.name.encode())
+    digest.update(memoryview(array).cast("B"))
+    uuid = f"urn:uuid:{UUID(bytes=digest.digest()[:16], version=5)}"
+    tifffile.imwrite(
+        path,
+        array,
+        ome=True,
+        metadata={"axes": axes, "UUID": uuid},
+        compression="zlib" if compress else None,
+    )
+
+
+# --------------------------------------------------------------------------- folder reading
+
+
+def _read_folder(
+    folder: str | Path,
+    nchannel: int,
+    nclass: int,
+    size_out: Sequence[int],
+    ignore_index: int | None,
+    keep: bool,
+) -> tuple[list[str], list[TrainingImage]]:
+    """(problems, images); images are kept only when ``keep`` so checking holds one at a time."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        return [f"{folder}: the training folder does not exist"], []
+    if not folder.is_dir():
+        return [f"{folder}: is a file, not a folder"], []
+    gt_paths = sorted(folder.glob(f"*{GT_SUFFIX}"))
+    if not gt_paths:
+        return [f"{folder}: no training images: the folder holds no *{GT_SUFFIX} file"], []
+    problems: list[str] = []
+    images: list[TrainingImage] = []
+    for gt_path in gt_paths:
+        image, found = _read_image(gt_path, nchannel, nclass, size_out, ignore_index)
+        problems += found
+        if keep and image is not None:
+            images.append(image)
+    return problems, images
+
+
+def _read_image(
+    gt_path: Path, nchannel: int, nclass: int, size_out: Sequence[int], ignore_index: int | None
+) -> tuple[TrainingImage | None, list[str]]:
+    """Read and check one triple named by its ground-truth file."""
+    name = gt_path.name[: -len(GT_SUFFIX)]
+    raw_path = gt_path.with_name(f"{name}{RAW_SUFFIX}")
+    cm_path = gt_path.with_name(f"{name}{CM_SUFFIX}")
+    problems: list[str] = []
+    for path, role in ((raw_path, "raw image"), (cm_path, "cost map")):
+        if not path.is_file():
+            problems.append(f"{path}: missing: the {role} that goes with {gt_path.name}")
+    if problems:
+        return None, problems
+    raw = _read_tiff(raw_path, problems)
+    label = _read_tiff(gt_path, problems)
+    costmap = _read_tiff(cm_path, problems)
+    if raw is None or label is None or costmap is None:
+        return None, problems
+    raw = _raw_as_czyx(raw, str(raw_path), nchannel, problems)
+    if label.ndim != 3:
+        problems.append(f"{gt_path}: ground truth is {label.ndim}-D {label.shape}; expected ZYX")
+    if costmap.ndim != 3:
+        problems.append(f"{cm_path}: cost map is {costmap.ndim}-D {costmap.shape}; expected ZYX")
+    _check_label_array(label, str(gt_path), nclass, ignore_index, problems)
+    _check_costmap_array(costmap, str(cm_path), problems)
+    _check_shapes(raw, label, costmap, str(gt_path), str(cm_path), size_out, problems)
+    if problems:
+        return None, problems
+    return _training_image(name, raw, label, costmap, str(raw_path), ignore_index), []
+
+
+def _read_tiff(path: Path, problems: list[str]) -> np.ndarray | None:
+    """The first series of a TIFF file, or None with a problem noted."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.series[0].asarray()
+    except Exception as exc:  # tifffile raises many kinds for damaged files; all mean "unreadable"
+        problems.append(f"{path}: cannot be read as a TIFF file ({type(exc).__name__}: {exc})")
+        return None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _raw_as_czyx(
+    raw: np.ndarray, source: str, nchannel: int, problems: list[str]
+) -> np.ndarray | None:
+    """ZYX -> CZYX; 4-D is CZYX unless its first axis is longer than its second (then ZCYX)."""
+    if raw.ndim == 3:
+        raw = raw[np.newaxis]
+    elif raw.ndim == 4:
+        if raw.shape[0] > raw.shape[1]:
+            raw = raw.transpose(1, 0, 2, 3)
+    else:
+        problems.append(
+            f"{source}: raw image is {raw.ndim}-D {raw.shape}; expected ZYX or CZYX (3-D or 4-D)"
+        )
+        return None
+    if raw.shape[0] != nchannel:
+        problems.append(
+            f"{source}: raw image has {raw.shape[0]} channel(s) (CZYX shape {raw.shape}) "
+            f"but nchannel is {nchannel}"
+        )
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        count = raw.size - np.count_nonzero(np.isfinite(raw))
+        problems.append(f"{source}: raw image has {count} NaN or infinite value(s)")
+    elif raw.dtype.kind not in "fiub":
+        problems.append(f"{source}: raw image has data type {raw.dtype}; expected numbers")
+    return raw
+
+
+def _check_label_array(
+    label: np.ndarray, source: str, nclass: int, ignore_index: int | None, problems: list[str]
+) -> None:
+    """Labels must be whole numbers in [0, nclass - 1] (or ``ignore_index``)."""
+    if label.dtype.kind == "f":
+        if not np.isfinite(label).all() or not np.array_equal(label, np.round(label)):
+            problems.append(
+                f"{source}: ground truth holds non-integer values; expected class labels"
+            )
+            return
+    elif label.dtype.kind not in "iub":
+        problems.append(f"{source}: ground truth has data type {label.dtype}; expected integers")
+        return
+    if label.size == 0:
+        return
+    # min/max is one cheap pass; the offending values are only gathered when there are some.
+    if label.min() >= 0 and label.max() <= nclass - 1:
+        return
+    outside = (label < 0) | (label > nclass - 1)
+    if ignore_index is not None:
+        outside &= label != ignore_index
+    if outside.any():
+        values = np.unique(label[outside])
+        shown = ", ".join(str(v) for v in values[:10].tolist()) + (
+            " ..." if len(values) > 10 else ""
+        )
+        problems.append(
+            f"{source}: ground truth has label value(s) {shown} outside 0..{nclass - 1} "
+            f"(nclass is {nclass})"
+        )
+
+
+def _check_costmap_array(costmap: np.ndarray, source: str, problems: list[str]) -> None:
+    """A cost map is finite and >= 0."""
+    if costmap.dtype.kind not in "fiub":
+        problems.append(f"{source}: cost map has data type {costmap.dtype}; expected numbers")
+        return
+    if costmap.dtype.kind == "f" and not np.isfinite(costmap).all():
+        count = costmap.size - np.count_nonzero(np.isfinite(costmap))
+        problems.append(f"{source}: cost map has {count} NaN or infinite value(s)")
+    elif costmap.size and costmap.min() < 0:
+        problems.append(
+            f"{source}: cost map has {np.count_nonzero(costmap < 0)} negative value(s) "
+            f"(minimum {costmap.min()}); weights must be >= 0"
+        )
+
+
+def _check_shapes(
+    raw: np.ndarray | None,
+    label: np.ndarray,
+    costmap: np.ndarray,
+    label_source: str,
+    costmap_source: str,
+    size_out: Sequence[int],
+    problems: list[str],
+) -> None:
+    """Raw (spatial part), label and cost map agree, and are at least ``size_out``."""
+    if raw is not None and raw.shape[1:] != label.shape:
+        problems.append(
+            f"{label_source}: ground truth shape {label.shape} differs from the raw image's "
+            f"ZYX shape {raw.shape[1:]}"
+        )
+    if costmap.shape != label.shape:
+        problems.append(
+            f"{costmap_source}: cost map shape {costmap.shape} differs from the ground truth "
+            f"shape {label.shape}"
+        )
+    if label.ndim == len(size_out):
+        small = [
+            f"{axis} {have} < {need}"
+            for axis, have, need in zip("zyx", label.shape, size_out, strict=True)
+            if have < need
+        ]
+        if small:
+            problems.append(
+                f"{label_source}: image {label.shape} is smaller than size_out {list(size_out)} "
+                f"({', '.join(small)}); no output patch fits"
+            )
+
+
+def _training_image(
+    name: str,
+    raw: np.ndarray,
+    label: np.ndarray,
+    costmap: np.ndarray,
+    source: str,
+    ignore_index: int | None,
+) -> TrainingImage:
+    """Convert checked arrays to the dtypes training uses."""
+    return TrainingImage(
+        name=name,
+        raw=np.ascontiguousarray(raw, dtype=np.float32),
+        label=np.ascontiguousarray(label, dtype=_label_dtype(ignore_index)),
+        costmap=np.ascontiguousarray(costmap, dtype=np.float32),
+        source=source,
+    )
+
+
+def _label_dtype(ignore_index: int | None) -> type[np.integer]:
+    """uint8 holds any class label; only an ignore_index outside 0..255 needs more."""
+    if ignore_index is None or 0 <= ignore_index <= 255:
+        return np.uint8
+    return np.int32

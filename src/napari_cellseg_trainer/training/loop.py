@@ -1,0 +1,201 @@
+"""The training loop: a generator of small events, readable top to bottom.
+
+``train(cfg)`` yields :mod:`.events` as it goes. It never prints and never touches a GUI; it
+checks ``stop`` between batches and, when asked to stop, saves a checkpoint before returning.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint as ckpt
+from ..config import TrainConfig
+from ..data import PatchBuffer, TrainingImage, iter_batches, load_folder
+from ..devices import describe_device, select_device
+from ..models import build_model
+from .events import (
+    BufferDrawn,
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    IterationEnd,
+    PreviewPatch,
+    TrainingFinished,
+    TrainingStarted,
+    ValidationDone,
+)
+from .loss import AuxLoss
+from .validation import split_validation, validate
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
+
+
+def checkpoint_path(folder: str | Path, epoch: int) -> Path:
+    return Path(folder).expanduser() / f"checkpoint_epoch_{epoch}.pytorch"
+
+
+def resolve_resume(resume: str) -> Path:
+    """A checkpoint file, or the newest checkpoint in a folder."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        latest = ckpt.latest_checkpoint(path)
+        if latest is None:
+            raise ckpt.CheckpointError(f"resume: no checkpoint_epoch_<N>.pytorch in {str(path)!r}")
+        return latest
+    return path
+
+
+def train(
+    cfg: TrainConfig,
+    stop: threading.Event | None = None,
+    images: Sequence[TrainingImage] | None = None,
+) -> Iterator[Event]:
+    """Train as ``cfg`` says, yielding events; ``images`` replaces the data folder if given."""
+    stop = stop or threading.Event()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    device = select_device(cfg.device)
+
+    if images is None:
+        images = load_folder(
+            cfg.loader.datafolder, cfg.nchannel, min(cfg.nclass), cfg.size_out, cfg.loss.ignore_index
+        )
+    train_images, val_images = split_validation(images, cfg.validation, rng)
+
+    model = build_model(cfg.model.name, cfg.nchannel, cfg.nclass, cfg.model.zoom_ratio).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    loss_fn = AuxLoss(cfg.loss.loss_weight, cfg.loss.ignore_index)
+    epoch, iteration = 0, 0
+    if cfg.resume:
+        epoch, iteration = _resume(cfg.resume, model, optimizer, device)
+
+    out_dir = Path(cfg.checkpoint_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_patches = cfg.loader.PatchPerBuffer
+    buffer = PatchBuffer(
+        train_images, n_patches, cfg.size_in, cfg.size_out, rng,
+        workers=cfg.loader.NumWorkers, prefetch=True,
+    )
+    yield TrainingStarted(
+        device=describe_device(device),
+        n_train_images=len(train_images),
+        n_validation_images=len(val_images),
+        iterations_per_epoch=math.ceil(n_patches / cfg.loader.batch_size),
+        start_epoch=epoch,
+        epochs=cfg.epochs,
+        start_iteration=iteration,
+    )
+
+    patches = None
+    try:
+        while epoch < cfg.epochs:
+            if patches is None or epoch % cfg.loader.epoch_shuffle == 0:
+                started = time.perf_counter()
+                patches = buffer.next_buffer()
+                yield BufferDrawn(epoch, len(patches.raw), time.perf_counter() - started)
+            model.train()
+            losses: list[float] = []
+            epoch_start = time.perf_counter()
+            for raw, label, costmap in iter_batches(patches, cfg.loader.batch_size, rng):
+                if stop.is_set():
+                    saved = _save(out_dir, epoch, iteration, model, optimizer, device, cfg)
+                    yield saved
+                    yield TrainingFinished("stopped", epoch, iteration, saved.path)
+                    return
+                step_start = time.perf_counter()
+                raw, label, costmap = raw.to(device), label.to(device), costmap.to(device)
+                outputs = model(raw)
+                loss = loss_fn(outputs, label, costmap)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at iteration {iteration + 1} (epoch {epoch + 1}); "
+                        "the weights were not updated and the last checkpoint on disk is intact. "
+                        "Check the training data for NaN values or lower learning_rate."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                iteration += 1
+                losses.append(value)
+                yield IterationEnd(epoch, iteration, value, time.perf_counter() - step_start)
+                if cfg.preview_every_n_iter and iteration % cfg.preview_every_n_iter == 0:
+                    yield _preview(epoch, iteration, raw, label, outputs[0], cfg)
+            epoch += 1
+            yield EpochEnd(epoch, float(np.mean(losses)), iteration, time.perf_counter() - epoch_start)
+            if val_images and epoch % cfg.validation.validate_every_n_epoch == 0:
+                pairs, iou = validate(model, val_images, cfg, device)
+                yield ValidationDone(epoch, pairs, iou)
+            if epoch % cfg.save_every_n_epoch == 0 or epoch == cfg.epochs:
+                yield _save(out_dir, epoch, iteration, model, optimizer, device, cfg)
+    finally:
+        buffer.close()
+    last = checkpoint_path(out_dir, epoch)
+    yield TrainingFinished("completed", epoch, iteration, last if last.exists() else None)
+
+
+def _save(
+    out_dir: Path,
+    epoch: int,
+    iteration: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    cfg: TrainConfig,
+) -> CheckpointSaved:
+    """Write ``checkpoint_epoch_<epoch>.pytorch`` (atomically) with the config inside."""
+    path = ckpt.save_checkpoint(
+        checkpoint_path(out_dir, epoch),
+        model_state=model.state_dict(),
+        optimizer_state=optimizer.state_dict(),
+        epoch=epoch,
+        num_iterations=iteration,
+        device=str(device),
+        config=cfg.to_dict(),
+    )
+    return CheckpointSaved(epoch=epoch, iteration=iteration, path=path)
+
+
+def _resume(
+    resume: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[int, int]:
+    """Load weights and optimiser state; return (epochs done, iterations done)."""
+    loaded = ckpt.load_checkpoint(resolve_resume(resume), map_location=device)
+    ckpt.load_model_weights(model, loaded)
+    if loaded.optimizer_state is not None:
+        optimizer.load_state_dict(loaded.optimizer_state)
+    return loaded.epoch or 0, loaded.num_iterations or 0
+
+
+def _preview(
+    epoch: int,
+    iteration: int,
+    raw: torch.Tensor,
+    label: torch.Tensor,
+    main_output: torch.Tensor,
+    cfg: TrainConfig,
+) -> PreviewPatch:
+    """The first patch of the batch, its label and prediction, as small numpy arrays."""
+    margin = [(i - o) // 2 for i, o in zip(cfg.size_in, cfg.size_out, strict=True)]
+    z, y, x = (slice(m, m + o) for m, o in zip(margin, cfg.size_out, strict=True))
+    return PreviewPatch(
+        epoch=epoch,
+        iteration=iteration,
+        raw=raw[0, 0, z, y, x].detach().cpu().numpy().astype(np.float32, copy=True),
+        label=label[0].detach().cpu().numpy().astype(np.uint8),
+        probability=main_output[0, 1].detach().exp().cpu().numpy().astype(np.float32),
+    )

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny valid sizes and the embedded sample data, made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_cellseg_trainer import config
+from napari_cellseg_trainer.data import write_sample_folder
+
+# Two cores: keep torch from oversubscribing them when tests run beside each other.
+torch.set_num_threads(2)
+
+TINY_IN, TINY_OUT = [32, 100, 100], [4, 12, 12]
+
+
+@pytest.fixture(scope="session")
+def sample_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sample_data")
+    write_sample_folder(folder, kind="filaments", n_images=3, seed=0)
+    return folder
+
+
+@pytest.fixture
+def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
+    """A config that trains in seconds on the sample data."""
+    cfg = config.template("unet_xy")
+    cfg.size_in, cfg.size_out = list(TINY_IN), list(TINY_OUT)
+    cfg.loader.datafolder = str(sample_folder)
+    cfg.loader.batch_size = 2
+    cfg.loader.PatchPerBuffer = 4
+    cfg.loader.NumWorkers = 1
+    cfg.checkpoint_dir = str(tmp_path / "checkpoints")
+    cfg.epochs = 2
+    cfg.save_every_n_epoch = 1
+    cfg.learning_rate = 1e-3
+    cfg.seed = 0
+    cfg.device = "cpu"
+    cfg.preview_every_n_iter = 1
+    assert config.validate(cfg) == []
+    return cfg

@@ -1,0 +1,103 @@
+"""The ``cellseg-trainer`` command line: outputs, exit codes, files written."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from napari_cellseg_trainer import config
+from napari_cellseg_trainer.cli import main
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "unet_xy", "--size-in", "48", "148", "148"], "20 60 60"),
+        (["--model", "unet_xy_zoom", "--zoom-ratio", "3", "--size-in", "52", "420", "420"], "20 152 152"),
+        (["--model", "unet_xy_zoom", "--zoom-ratio", "3", "--size-in", "52", "372", "372"], "20 104 104"),
+        (["--model", "unet_xy", "--size-in", "32", "100", "100"], "4 12 12"),
+    ],
+)
+def test_sizes_prints_size_out(args, expected, capsys):
+    assert main(["sizes", *args]) == 0
+    assert capsys.readouterr().out.strip() == expected
+
+
+def test_invalid_size_exits_2_with_one_line_naming_the_nearest(capsys):
+    assert main(["sizes", "--model", "unet_xy", "--size-in", "48", "150", "150"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "[48, 148, 148]" in err[0] and "[48, 156, 156]" in err[0]
+
+
+def test_console_script_runs_as_a_module():
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_cellseg_trainer", "sizes", "--size-in", "48", "148", "148"],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "20 60 60"
+
+
+def test_template_then_check(tmp_path, capsys):
+    assert main(["config", "template", "--model", "unet_xy_zoom"]) == 0
+    text = capsys.readouterr().out
+    assert yaml.safe_load(text)["size_in"] == [52, 420, 420]
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    assert main(["config", "check", str(path), "--no-paths"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_check_lists_every_problem_and_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: -1\nloader: {batch_size: x, datafolder: d}\ncheckpoint_dir: c\nfoo: 1\n")
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    for key in ("epochs:", "loader.batch_size:", "foo: unknown key"):
+        assert key in err
+    assert "Traceback" not in err
+
+
+def test_check_reports_missing_data_folder(tmp_path, capsys):
+    cfg = config.template()
+    cfg.loader.datafolder = str(tmp_path / "absent")
+    path = config.save_config(cfg, tmp_path / "c.yaml")
+    assert main(["config", "check", str(path)]) == 2
+    assert "loader.datafolder: folder" in capsys.readouterr().err
+
+
+def test_train_writes_checkpoints_metrics_and_curve(tiny_config, tmp_path, capsys):
+    path = config.save_config(tiny_config, tmp_path / "train.yaml")
+    assert main(["train", "--config", str(path), "--set", "epochs=2", "--set", "preview_every_n_iter=0"]) == 0
+    out_dir = tmp_path / "checkpoints"
+    assert sorted(p.name for p in out_dir.glob("*.pytorch")) == [
+        "checkpoint_epoch_1.pytorch", "checkpoint_epoch_2.pytorch"]
+    rows = list(csv.DictReader((out_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[0]["mean_loss"]) > 0
+    png = (out_dir / "loss_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    err = capsys.readouterr().err
+    assert "training completed after 2 epoch(s)" in err
+
+
+def test_train_on_a_bad_folder_exits_2_naming_the_problem(tiny_config, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tiny_config.loader.datafolder = str(empty)
+    path = config.save_config(tiny_config, tmp_path / "train.yaml")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and "Traceback" not in err
+    assert not list((tmp_path / "checkpoints").glob("*.pytorch"))
+
+
+def test_sample_data_command_writes_a_valid_folder(tmp_path, capsys):
+    folder = tmp_path / "sample"
+    assert main(["sample-data", str(folder), "--n-images", "2"]) == 0
+    assert len(list(folder.glob("*_GT.ome.tif"))) == 2
+    assert "wrote 6 files" in capsys.readouterr().out

@@ -1,0 +1,94 @@
+"""Prediction from the command line, with a checkpoint trained in the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_cellseg_trainer import config
+from napari_cellseg_trainer.cli import main
+from napari_cellseg_trainer.training import CheckpointSaved, train
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(sample_folder, tmp_path_factory):
+    cfg = config.template("unet_xy")
+    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.loader.datafolder = str(sample_folder)
+    cfg.loader.batch_size, cfg.loader.PatchPerBuffer = 2, 4
+    cfg.checkpoint_dir = str(tmp_path_factory.mktemp("ck"))
+    cfg.epochs = cfg.save_every_n_epoch = 1
+    cfg.learning_rate, cfg.seed, cfg.device, cfg.preview_every_n_iter = 1e-3, 0, "cpu", 0
+    return [e.path for e in train(cfg) if isinstance(e, CheckpointSaved)][-1]
+
+
+@pytest.fixture
+def image_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(path, rng.random((9, 37, 41), dtype=np.float32), ome=True, metadata={"axes": "ZYX"})
+    return path
+
+
+def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(trained_checkpoint, image_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image_file),
+                 "--output", str(out), "--threshold", "0.5", "--device", "cpu"])
+    assert code == 0
+    written = out / "cells_struct_segmentation.tiff"
+    assert capsys.readouterr().out.strip() == str(written)
+    seg = tifffile.imread(written)
+    assert seg.shape == (9, 37, 41) and seg.dtype == np.uint8
+    assert set(np.unique(seg)) <= {0, 255}
+
+
+def test_config_form_folder_mode_with_several_outputs(trained_checkpoint, image_file, tmp_path):
+    cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
+    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.OutputCh = [0, 1, 2, 1]
+    cfg.mode.name, cfg.mode.InputDir, cfg.mode.DataType = "folder", str(image_file.parent), ".ome.tif"
+    cfg.Normalization, cfg.device = 0, "cpu"
+    path = config.save_config(cfg, tmp_path / "predict.yaml")
+    assert main(["predict", "--config", str(path)]) == 0
+    for index in (0, 2):
+        prob = tifffile.imread(tmp_path / "o" / f"cells_seg_{index}.tiff")
+        assert prob.dtype == np.float32 and prob.shape == (9, 37, 41)
+        assert 0.0 <= prob.min() <= prob.max() <= 1.0
+
+
+def test_timelapse_writes_one_file_per_time_point(trained_checkpoint, tmp_path):
+    movie = tmp_path / "movie.ome.tif"
+    data = np.random.default_rng(0).random((2, 5, 30, 30), dtype=np.float32)
+    tifffile.imwrite(movie, data, ome=True, metadata={"axes": "TZYX"})
+    cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
+    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.mode.InputFile, cfg.mode.timelapse, cfg.device = str(movie), True, "cpu"
+    path = config.save_config(cfg, tmp_path / "predict.yaml")
+    assert main(["predict", "--config", str(path)]) == 0
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["movie_T_000_struct_segmentation.tiff", "movie_T_001_struct_segmentation.tiff"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "InputCh=[3]"], "InputCh [3] asks for channel 3, but the image has 1"),
+        (["--set", "model.name=unet_xy_zoom", "--set", "size_in=[40, 276, 276]"], "does not match"),
+        (["--set", "Normalization=99"], "99"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(trained_checkpoint, image_file, tmp_path, capsys, extra, message):
+    code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image_file),
+                 "--output", str(tmp_path / "o"), *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unreadable_file_exits_2(trained_checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff at all")
+    code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(broken)])
+    assert code == 2
+    assert "broken.tif: not a readable TIFF" in capsys.readouterr().err
