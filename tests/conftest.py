@@ -29,8 +29,9 @@ def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
     cfg = config.template("unet_xy")
     cfg.size_in, cfg.size_out = list(TINY_IN), list(TINY_OUT)
     cfg.loader.datafolder = str(sample_folder)
-    cfg.loader.batch_size = 2
-    cfg.loader.PatchPerBuffer = 4
+    # Batch 1 and 2 patches per epoch: one step of this network costs ~3 s on 2 cores.
+    cfg.loader.batch_size = 1
+    cfg.loader.PatchPerBuffer = 2
     cfg.loader.NumWorkers = 1
     cfg.checkpoint_dir = str(tmp_path / "checkpoints")
     cfg.epochs = 2

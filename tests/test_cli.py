@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import yaml
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.cli import main
+from napari_cellseg_trainer.training.metrics import read_metrics
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_train_writes_checkpoints_metrics_and_curve(tiny_config, tmp_path, capsy
     out_dir = tmp_path / "checkpoints"
     assert sorted(p.name for p in out_dir.glob("*.pytorch")) == [
         "checkpoint_epoch_1.pytorch", "checkpoint_epoch_2.pytorch"]
-    rows = list(csv.DictReader((out_dir / "metrics.csv").open()))
+    rows = read_metrics(out_dir / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[0]["mean_loss"]) > 0
     png = (out_dir / "loss_curve.png").read_bytes()

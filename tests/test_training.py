@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_cellseg_trainer import checkpoint as ckpt
+from napari_cellseg_trainer.data import write_sample_folder
 from napari_cellseg_trainer.models import build_model
 from napari_cellseg_trainer.training import (
     CheckpointSaved,
@@ -30,11 +31,16 @@ def _of(events, cls):
     return [e for e in events if isinstance(e, cls)]
 
 
-def test_short_run_yields_the_expected_events_and_checkpoints(tiny_config):
-    events = _run(tiny_config)
+@pytest.fixture
+def short_run(tiny_config):
+    return _run(tiny_config)
+
+
+def test_short_run_yields_the_expected_events_and_checkpoints(short_run):
+    events = short_run
     assert isinstance(events[0], TrainingStarted) and events[0].device.startswith("cpu")
     iters = _of(events, IterationEnd)
-    assert [e.iteration for e in iters] == [1, 2, 3, 4]  # 4 patches / batch 2 * 2 epochs
+    assert [e.iteration for e in iters] == [1, 2, 3, 4]  # 2 patches / batch 1 * 2 epochs
     assert [e.epoch for e in _of(events, EpochEnd)] == [1, 2]
     previews = _of(events, PreviewPatch)
     assert len(previews) == 4
@@ -48,8 +54,8 @@ def test_short_run_yields_the_expected_events_and_checkpoints(tiny_config):
     assert finished.checkpoint == saved[-1].path
 
 
-def test_checkpoint_rebuilds_its_own_model_and_matches_the_established_format(tiny_config):
-    events = _run(tiny_config)
+def test_checkpoint_rebuilds_its_own_model_and_matches_the_established_format(short_run):
+    events = short_run
     path = _of(events, CheckpointSaved)[-1].path
     raw = torch.load(path, weights_only=True)
     assert {"epoch", "num_iterations", "model_state_dict", "optimizer_state_dict", "device"} <= set(raw)
@@ -62,11 +68,11 @@ def test_checkpoint_rebuilds_its_own_model_and_matches_the_established_format(ti
 
 def test_loss_falls_on_the_sample_data(tiny_config):
     cfg = tiny_config
-    cfg.epochs, cfg.save_every_n_epoch = 8, 8
-    cfg.loader.PatchPerBuffer, cfg.loader.epoch_shuffle = 8, 8
+    cfg.epochs, cfg.save_every_n_epoch = 6, 6
+    cfg.loader.epoch_shuffle = 6  # the same patches every epoch: the loss must fall on them
     cfg.preview_every_n_iter = 0
     losses = [e.mean_loss for e in _run(cfg) if isinstance(e, EpochEnd)]
-    assert len(losses) == 8
+    assert len(losses) == 6
     assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
 
 
@@ -78,7 +84,7 @@ def test_stop_saves_a_checkpoint_and_resume_continues_the_count(tiny_config):
     for event in train(cfg, stop=stop):
         events.append(event)
         if isinstance(event, IterationEnd) and event.iteration == 3:
-            stop.set()  # in epoch 2, after its first batch
+            stop.set()  # in epoch 2, after its first batch (2 batches per epoch)
     finished = events[-1]
     assert finished.reason == "stopped" and finished.iteration == 3 and finished.epoch == 1
     assert finished.checkpoint.name == "checkpoint_epoch_1.pytorch"
@@ -109,8 +115,11 @@ def test_resume_restores_the_optimiser_state(tiny_config):
     assert float(after.optimizer_state["state"][0]["step"]) == steps_before + 2
 
 
-def test_validation_reports_iou_per_output_pair(tiny_config):
+def test_validation_reports_iou_per_output_pair(tiny_config, tmp_path):
     cfg = tiny_config
+    # Small images: validation predicts each held-out image whole, tile by tile.
+    write_sample_folder(tmp_path / "small", n_images=3, shape=(4, 24, 24), seed=1)
+    cfg.loader.datafolder = str(tmp_path / "small")
     cfg.validation.metric = "default"
     cfg.validation.leaveout = [0]
     cfg.validation.validate_every_n_epoch = 1

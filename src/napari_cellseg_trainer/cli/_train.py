@@ -67,7 +67,7 @@ class _StopOnSigint:
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.stop.set()
-        tqdm.write("stopping after this batch and saving a checkpoint (Ctrl-C again to abort)")
+        tqdm.write("stopping after this batch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -111,27 +111,29 @@ class ProgressBar:
             self.bar.set_description(f"epoch {min(event.epoch + 1, self.epochs)}/{self.epochs}")
             self.bar.set_postfix(loss=f"{event.mean_loss:.4g}")
         elif isinstance(event, BufferDrawn) and event.seconds > 1:
-            tqdm.write(f"patch buffer of {event.n_patches} drawn in {event.seconds:.1f} s")
+            tqdm.write(f"patch buffer of {event.n_patches} drawn in {event.seconds:.1f} s", file=sys.stderr)
         elif isinstance(event, ValidationDone):
             figures = ", ".join(
                 f"output {o} class {c}: {v:.3f}"
                 for (o, c), v in zip(event.pairs, event.iou, strict=True)
             )
-            tqdm.write(f"epoch {event.epoch} validation IoU: {figures}")
+            tqdm.write(f"epoch {event.epoch} validation IoU: {figures}", file=sys.stderr)
         elif isinstance(event, CheckpointSaved):
-            tqdm.write(f"saved {event.path}")
+            tqdm.write(f"saved {event.path}", file=sys.stderr)
         elif isinstance(event, TrainingFinished):
             self.close()
             where = f"; last checkpoint {event.checkpoint}" if event.checkpoint else ""
             tqdm.write(
                 f"training {event.reason} after {event.epoch} epoch(s), "
-                f"{event.iteration} iterations{where}"
+                f"{event.iteration} iterations{where}",
+                file=sys.stderr,
             )
 
     def _start(self, event: TrainingStarted) -> None:
         tqdm.write(
             f"training on {event.device}: {event.n_train_images} image(s), "
-            f"{event.n_validation_images} held out, {event.iterations_per_epoch} iterations/epoch"
+            f"{event.n_validation_images} held out, {event.iterations_per_epoch} iterations/epoch",
+            file=sys.stderr,
         )
         self.epochs = event.epochs
         remaining = (event.epochs - event.start_epoch) * event.iterations_per_epoch

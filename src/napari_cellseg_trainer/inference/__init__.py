@@ -1,0 +1,5 @@
+"""Whole-volume tiled prediction (also used by validation)."""
+
+from .predict import PredictionCancelled, blend_window, postprocess, predict_volume, resize, tile_starts
+
+__all__ = ["PredictionCancelled", "blend_window", "postprocess", "predict_volume", "resize", "tile_starts"]

@@ -1,0 +1,132 @@
+"""Intensity normalisation recipes (the ``Normalization`` of the prediction config)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+
+class NormalizationError(ValueError):
+    """An unknown recipe id or step, or a recipe that does not fit the image."""
+
+
+def _stats(img: np.ndarray) -> tuple[float, float]:
+    """Mean and population std, accumulated in float64 without a float64 copy of the image."""
+    mean = float(img.mean(dtype=np.float64))
+    std = float(img.std(dtype=np.float64))
+    return mean, std
+
+
+def _scale(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = np.clip(img, lo, hi).astype(np.float32, copy=True)
+    out -= np.float32(lo)
+    out += np.float32(1e-8)
+    out /= np.float32(hi - lo + 1e-8)
+    return out
+
+
+def min_max(img: np.ndarray) -> np.ndarray:
+    lo, hi = float(img.min()), float(img.max())
+    out = img.astype(np.float32, copy=True) - np.float32(lo)
+    return out / np.float32(hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def auto_contrast(img: np.ndarray, a: float, b: float, high: float = -1, low: float = -1) -> np.ndarray:
+    """Fit mean m and std s (of voxels < high, > low when given); clip to [m - a s, m + b s]; scale."""
+    values = img
+    if high > 0 or low > 0:
+        keep = np.ones(img.shape, dtype=bool)
+        if high > 0:
+            keep &= img < high
+        if low > 0:
+            keep &= img > low
+        values = img[keep]
+        if values.size == 0:
+            raise NormalizationError(f"auto_contrast: no voxel lies between low={low} and high={high}")
+    m, s = _stats(values)
+    lo = max(m - a * s, float(img.min()))
+    hi = min(m + b * s, float(img.max()))
+    return _scale(img, lo, hi)
+
+
+def background_sub(img: np.ndarray, r: float) -> np.ndarray:
+    """Subtract a Gaussian-smoothed background (sigma ``r``), then min-max to [0, 1]."""
+    img = img.astype(np.float32, copy=False)
+    smooth = gaussian_filter(img, sigma=r, mode="nearest", truncate=3.0)
+    return min_max(img - smooth)
+
+
+def _mean_std_window(img: np.ndarray, a: float, b: float, lo_is_min: bool = False) -> np.ndarray:
+    """Clip to [max(m - a s, min), min(m + b s, max)] (lower end the minimum if asked); scale."""
+    m, s = _stats(img)
+    lo = float(img.min()) if lo_is_min else max(m - a * s, float(img.min()))
+    return _scale(img, lo, min(m + b * s, float(img.max())))
+
+
+def _bg_then_auto_contrast(img: np.ndarray, a: float, b: float) -> np.ndarray:
+    return auto_contrast(background_sub(img, 50), a, b)
+
+
+def _suppress_bright_then_bg(img: np.ndarray) -> np.ndarray:
+    img = img.astype(np.float32, copy=True)
+    img[img > 4000] = img.min()
+    return background_sub(img, 50)
+
+
+RECIPES: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    0: ("min-max to [0, 1]", min_max),
+    1: ("clip to [mean - 2 std, mean + 11 std], scale", partial(_mean_std_window, a=2, b=11)),
+    2: ("auto_contrast(2.5, 10)", partial(auto_contrast, a=2.5, b=10)),
+    4: ("auto_contrast(1, 15)", partial(auto_contrast, a=1, b=15)),
+    7: ("auto_contrast(1, 6)", partial(auto_contrast, a=1, b=6)),
+    10: ("clip to [min, mean + 25 std], scale", partial(_mean_std_window, a=0, b=25, lo_is_min=True)),
+    11: ("background_sub(50)", partial(background_sub, r=50)),
+    12: ("background_sub(50), auto_contrast(2.5, 10)", partial(_bg_then_auto_contrast, a=2.5, b=10)),
+    13: ("background_sub(50), auto_contrast(2, 11)", partial(_bg_then_auto_contrast, a=2, b=11)),
+    14: ("auto_contrast(1, 10)", partial(auto_contrast, a=1, b=10)),
+    15: ("voxels > 4000 set to the minimum, background_sub(50)", _suppress_bright_then_bg),
+    16: ("background_sub(50), auto_contrast(1.5, 6)", partial(_bg_then_auto_contrast, a=1.5, b=6)),
+    17: ("background_sub(50), auto_contrast(1, 10)", partial(_bg_then_auto_contrast, a=1, b=10)),
+    18: ("background_sub(50), auto_contrast(1.5, 10)", partial(_bg_then_auto_contrast, a=1.5, b=10)),
+}
+
+
+def _apply_step(img: np.ndarray, step: dict) -> np.ndarray:
+    name = step.get("name") if isinstance(step, dict) else None
+    if name == "background_sub":
+        return background_sub(img, float(step.get("sigma", 50)))
+    if name == "auto_contrast":
+        param = step.get("param")
+        if not isinstance(param, (list, tuple)) or len(param) not in (2, 4):
+            raise NormalizationError(f"auto_contrast needs param [a, b] or [a, b, high, low], got {param!r}")
+        return auto_contrast(img, *(float(p) for p in param))
+    raise NormalizationError(f"unknown normalisation step {step!r}; use background_sub or auto_contrast")
+
+
+def normalize(image: np.ndarray, recipe: int | dict) -> np.ndarray:
+    """Normalise each channel of a (C, Z, Y, X) image; returns a new float32 array."""
+    if isinstance(recipe, dict):
+        ops = recipe.get("ops")
+        if not isinstance(ops, list) or len(ops) != image.shape[0]:
+            raise NormalizationError(
+                f"Normalization ops must list one entry per channel ({image.shape[0]}), got {ops!r}"
+            )
+        out = np.empty(image.shape, dtype=np.float32)
+        for c, entry in enumerate(ops):
+            steps = entry.get("ch") if isinstance(entry, dict) else None
+            if not isinstance(steps, list):
+                raise NormalizationError(f"Normalization ops[{c}] must be {{ch: [steps]}}, got {entry!r}")
+            channel = image[c]
+            for step in steps:
+                channel = _apply_step(channel, step)
+            out[c] = channel
+        return out
+    if isinstance(recipe, bool) or not isinstance(recipe, int) or recipe not in RECIPES:
+        raise NormalizationError(
+            f"unknown Normalization recipe {recipe!r}; valid ids: {', '.join(map(str, RECIPES))}"
+        )
+    function = RECIPES[recipe][1]
+    return np.stack([function(channel) for channel in image]).astype(np.float32, copy=False)
