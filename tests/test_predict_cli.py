@@ -11,12 +11,16 @@ from napari_cellseg_trainer.cli import main
 from napari_cellseg_trainer.training import CheckpointSaved, train
 
 
+# Prediction may use larger tiles than training (the network is fully convolutional).
+BIG_TILES = ["--set", "size_in=[32, 132, 132]"]
+
+
 @pytest.fixture(scope="module")
 def trained_checkpoint(sample_folder, tmp_path_factory):
     cfg = config.template("unet_xy")
     cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
     cfg.loader.datafolder = str(sample_folder)
-    cfg.loader.batch_size, cfg.loader.PatchPerBuffer = 2, 4
+    cfg.loader.batch_size, cfg.loader.PatchPerBuffer = 1, 1
     cfg.checkpoint_dir = str(tmp_path_factory.mktemp("ck"))
     cfg.epochs = cfg.save_every_n_epoch = 1
     cfg.learning_rate, cfg.seed, cfg.device, cfg.preview_every_n_iter = 1e-3, 0, "cpu", 0
@@ -34,7 +38,7 @@ def image_file(tmp_path):
 def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(trained_checkpoint, image_file, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image_file),
-                 "--output", str(out), "--threshold", "0.5", "--device", "cpu"])
+                 "--output", str(out), "--threshold", "0.5", "--device", "cpu", *BIG_TILES])
     assert code == 0
     written = out / "cells_struct_segmentation.tiff"
     assert capsys.readouterr().out.strip() == str(written)
@@ -45,7 +49,7 @@ def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(trained_chec
 
 def test_config_form_folder_mode_with_several_outputs(trained_checkpoint, image_file, tmp_path):
     cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
-    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.size_in, cfg.size_out = [32, 132, 132], [4, 44, 44]
     cfg.OutputCh = [0, 1, 2, 1]
     cfg.mode.name, cfg.mode.InputDir, cfg.mode.DataType = "folder", str(image_file.parent), ".ome.tif"
     cfg.Normalization, cfg.device = 0, "cpu"
@@ -62,7 +66,7 @@ def test_timelapse_writes_one_file_per_time_point(trained_checkpoint, tmp_path):
     data = np.random.default_rng(0).random((2, 5, 30, 30), dtype=np.float32)
     tifffile.imwrite(movie, data, ome=True, metadata={"axes": "TZYX"})
     cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
-    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.size_in, cfg.size_out = [32, 132, 132], [4, 44, 44]
     cfg.mode.InputFile, cfg.mode.timelapse, cfg.device = str(movie), True, "cpu"
     path = config.save_config(cfg, tmp_path / "predict.yaml")
     assert main(["predict", "--config", str(path)]) == 0
@@ -74,13 +78,13 @@ def test_timelapse_writes_one_file_per_time_point(trained_checkpoint, tmp_path):
     ("extra", "message"),
     [
         (["--set", "InputCh=[3]"], "InputCh [3] asks for channel 3, but the image has 1"),
-        (["--set", "model.name=unet_xy_zoom", "--set", "size_in=[40, 276, 276]"], "does not match"),
+        (["--set", "model.name=unet_xy_zoom", "--set", "size_in=[40, 276, 276]"], "checkpoint does not match the model"),
         (["--set", "Normalization=99"], "99"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(trained_checkpoint, image_file, tmp_path, capsys, extra, message):
     code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image_file),
-                 "--output", str(tmp_path / "o"), *extra])
+                 "--output", str(tmp_path / "o"), *BIG_TILES, *extra])
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
