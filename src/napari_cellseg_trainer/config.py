@@ -49,6 +49,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "check_paths",
+    "demo_config",
     "fields",
     "load_config",
     "load_predict_config",
@@ -424,7 +425,7 @@ def _unwritable_dir(folder: Path) -> str:
 # ----------------------------------------------------------------------------- YAML
 
 
-def _read_yaml(path: str | os.PathLike) -> Any:
+def read_yaml(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -465,7 +466,7 @@ def _fill_size_out(data: Any) -> Any:
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
     """Load a training config from YAML, apply ``key.path=value`` overrides, validate."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides)
     return from_mapping(TrainConfig, data, source=str(path))
@@ -473,7 +474,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 def load_predict_config(path: str | os.PathLike, overrides: list[str] | None = None) -> PredictConfig:
     """Load a prediction config from YAML, apply overrides, validate."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides)
     return from_mapping(PredictConfig, data, source=str(path))
@@ -547,6 +548,26 @@ def template(model: str = "unet_xy", zoom_ratio: int = 3) -> TrainConfig:
         cfg.size_out = list(geometry.size_out(model, cfg.size_in, zoom_ratio))
     cfg.checkpoint_dir = "./checkpoints"
     cfg.loader.datafolder = "./train_data"
+    return cfg
+
+
+def demo_config(datafolder: str, checkpoint_dir: str) -> TrainConfig:
+    """A preset that trains visibly on a laptop CPU within minutes, on the sample data.
+
+    Tiny patches (unet_xy [32, 100, 100] -> [4, 12, 12]) and a high learning rate, so the loss
+    falls within the first epochs. For real data start from :func:`template`.
+    """
+    cfg = TrainConfig()
+    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.checkpoint_dir = checkpoint_dir
+    cfg.learning_rate = 1e-3
+    cfg.epochs = 50
+    cfg.save_every_n_epoch = 10
+    cfg.loader.datafolder = datafolder
+    cfg.loader.batch_size = 4
+    cfg.loader.PatchPerBuffer = 40
+    cfg.seed = 0
+    cfg.preview_every_n_iter = 5
     return cfg
 
 

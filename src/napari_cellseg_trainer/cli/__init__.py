@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import USER_ERRORS
 from . import _config, _predict, _sizes, _train
-from ._errors import USER_ERRORS
 
 USER_ERROR = 2
 

@@ -18,7 +18,15 @@ from .folder import (
     load_folder,
     write_training_image,
 )
-from .sample import SAMPLE_KINDS, make_sample, sample_image, write_sample_folder
+from .sample import (
+    SAMPLE_KINDS,
+    ensure_sample_folder,
+    make_sample,
+    sample_cache_folder,
+    sample_image,
+    sample_training_image,
+    write_sample_folder,
+)
 
 __all__ = [
     "SAMPLE_KINDS",
@@ -29,6 +37,7 @@ __all__ = [
     "augment_image",
     "check_folder",
     "draw_buffer",
+    "ensure_sample_folder",
     "images_from_arrays",
     "iter_batches",
     "load_folder",
@@ -36,7 +45,9 @@ __all__ = [
     "margin_of",
     "patch_counts",
     "rotate_image",
+    "sample_cache_folder",
     "sample_image",
+    "sample_training_image",
     "write_sample_folder",
     "write_training_image",
 ]

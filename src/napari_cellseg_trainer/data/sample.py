@@ -90,11 +90,22 @@ def write_sample_folder(
     Returns the paths of all files written (three per image).
     """
     paths: list[Path] = []
-    seeds = np.random.SeedSequence(seed).generate_state(n_images)
-    for i, image_seed in enumerate(seeds):
-        raw, label, costmap = make_sample(kind, shape, int(image_seed), unannotated_box=i % 2 == 1)
+    for i in range(n_images):
+        raw, label, costmap = sample_training_image(kind, i, n_images, shape, seed)
         paths += write_training_image(folder, f"sample_{i:02d}", raw, label, costmap)
     return paths
+
+
+def sample_training_image(
+    kind: str = "filaments",
+    index: int = 0,
+    n_images: int = 3,
+    shape: Sequence[int] = (32, 128, 128),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ``index`` of the sample folder, exactly as :func:`write_sample_folder` writes it."""
+    image_seed = np.random.SeedSequence(seed).generate_state(n_images)[index]
+    return make_sample(kind, shape, int(image_seed), unannotated_box=index % 2 == 1)
 
 
 # --------------------------------------------------------------------------- structures
@@ -204,3 +215,22 @@ def _microscope(brightness: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     counts += rng.normal(0, _READ_NOISE, size=counts.shape).astype(np.float32)
     low, high = np.percentile(counts, [0.5, 99.9])
     return ((counts - low) / (high - low + 1e-6)).astype(np.float32)
+
+
+def sample_cache_folder(kind: str = "filaments") -> Path:
+    """Where the napari panel keeps the sample training folder (``$XDG_CACHE_HOME`` aware)."""
+    import os
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "napari-cellseg-trainer" / f"sample_{kind}"
+
+
+def ensure_sample_folder(kind: str = "filaments", folder: str | Path | None = None) -> Path:
+    """The sample training folder of ``kind``, written first if any of its files is missing."""
+    folder = Path(folder) if folder is not None else sample_cache_folder(kind)
+    names = [f"sample_{i:02d}" for i in range(3)]
+    suffixes = (".ome.tif", "_GT.ome.tif", "_CM.ome.tif")
+    expected = [folder / f"{n}{suffix}" for n in names for suffix in suffixes]
+    if not all(p.is_file() for p in expected):
+        write_sample_folder(folder, kind=kind)
+    return folder

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from .events import EpochEnd, Event, IterationEnd, TrainingFinished, ValidationDone
+from .plot import LossHistory
 
 CSV_NAME = "metrics.csv"
 PNG_NAME = "loss_curve.png"
@@ -23,14 +24,12 @@ class MetricsRecorder:
         self.csv_path = self.folder / CSV_NAME
         self.png_path = self.folder / PNG_NAME
         self.png_every = png_every_n_epoch
-        self.iterations: list[int] = []
-        self.iteration_loss: list[float] = []
+        self.history = LossHistory()  # iteration losses of this process (epochs come from the CSV)
         self._validation: dict[int, str] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, IterationEnd):
-            self.iterations.append(event.iteration)
-            self.iteration_loss.append(event.loss)
+            self.history.add(event)
         elif isinstance(event, ValidationDone):
             self._validation[event.epoch] = " ".join(
                 f"iou_{o}_{c}={v:.4f}" for (o, c), v in zip(event.pairs, event.iou, strict=True)
@@ -68,14 +67,19 @@ class MetricsRecorder:
     def write_png(self) -> Path | None:
         """Draw iteration loss and epoch means (all epochs in the CSV) to ``loss_curve.png``."""
         rows = read_metrics(self.csv_path)
-        if not rows and not self.iteration_loss:
+        if not rows and not self.history.iteration_loss:
             return None
-        from .plot import draw_loss_curve
+        from .plot import LossCurve
 
-        epoch_iter = [int(r["iteration"]) for r in rows]
-        epoch_loss = [float(r["mean_loss"]) for r in rows]
-        fig = draw_loss_curve(self.iterations, self.iteration_loss, epoch_iter, epoch_loss)
-        fig.savefig(self.png_path, dpi=100)
+        history = LossHistory(
+            self.history.iterations,
+            self.history.iteration_loss,
+            [int(r["iteration"]) for r in rows],
+            [float(r["mean_loss"]) for r in rows],
+        )
+        curve = LossCurve()
+        curve.update(history)
+        curve.figure.savefig(self.png_path, dpi=100)
         return self.png_path
 
 

@@ -1,10 +1,95 @@
-"""The loss-curve figure, drawn without pyplot so it works in any thread and without a display."""
+"""The loss curve: a history built from events, and a matplotlib figure that draws it.
+
+Drawn without pyplot so it works in any thread, without a display (the CLI's PNG) and inside a
+Qt canvas (the panel's live plot), from the same code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from matplotlib.figure import Figure
+
+from .events import EpochEnd, Event, IterationEnd, TrainingStarted, ValidationDone
+
+
+@dataclass
+class LossHistory:
+    """Every figure the loss curve shows, accumulated from training events."""
+
+    iterations: list[int] = field(default_factory=list)
+    iteration_loss: list[float] = field(default_factory=list)
+    epoch_iterations: list[int] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=list)
+    validation_iterations: list[int] = field(default_factory=list)
+    validation_iou: list[float] = field(default_factory=list)  # mean over the validated pairs
+
+    def add(self, event: Event) -> bool:
+        """Take in one event; True when it changed the history."""
+        if isinstance(event, IterationEnd):
+            self.iterations.append(event.iteration)
+            self.iteration_loss.append(event.loss)
+        elif isinstance(event, EpochEnd):
+            self.epoch_iterations.append(event.iterations)
+            self.epoch_loss.append(event.mean_loss)
+        elif isinstance(event, ValidationDone) and event.iou:
+            self.validation_iterations.append(
+                self.epoch_iterations[-1] if self.epoch_iterations else 0
+            )
+            self.validation_iou.append(sum(event.iou) / len(event.iou))
+        elif isinstance(event, TrainingStarted) and event.start_iteration == 0:
+            self.clear()
+        else:
+            return False
+        return True
+
+    def clear(self) -> None:
+        for values in vars(self).values():
+            values.clear()
+
+
+class LossCurve:
+    """Iteration loss (thin), epoch mean (dots) and validation IoU (right axis) on one figure."""
+
+    def __init__(self, figure: Figure | None = None) -> None:
+        self.figure = figure if figure is not None else Figure(figsize=(7, 4), layout="constrained")
+        self.ax = self.figure.add_subplot()
+        (self._iter_line,) = self.ax.plot(
+            [], [], lw=0.6, alpha=0.5, color="tab:blue", label="iteration"
+        )
+        (self._epoch_line,) = self.ax.plot(
+            [], [], "o-", ms=3, color="tab:orange", label="epoch mean"
+        )
+        self.ax.set_xlabel("iteration")
+        self.ax.set_ylabel("Aux loss")
+        self.ax.grid(alpha=0.3)
+        self.ax_iou = self.ax.twinx()
+        (self._iou_line,) = self.ax_iou.plot(
+            [], [], "s--", ms=4, color="tab:green", label="validation IoU"
+        )
+        self.ax_iou.set_ylabel("validation IoU")
+        self.ax_iou.set_ylim(0, 1)
+        self.ax_iou.set_visible(False)
+        self.log_scale = True
+
+    def update(self, history: LossHistory, log_scale: bool | None = None) -> None:
+        """Show ``history``; ``log_scale`` (when given) switches the loss axis."""
+        if log_scale is not None:
+            self.log_scale = log_scale
+        h = history
+        self._iter_line.set_data(h.iterations, h.iteration_loss)
+        self._epoch_line.set_data(h.epoch_iterations, h.epoch_loss)
+        self._iou_line.set_data(h.validation_iterations, h.validation_iou)
+        self.ax_iou.set_visible(bool(h.validation_iou))
+        values = [*h.iteration_loss, *h.epoch_loss]
+        self.ax.set_yscale("log" if self.log_scale and values and min(values) > 0 else "linear")
+        self.ax.relim()
+        self.ax.autoscale_view()
+        handles = [self._iter_line, self._epoch_line] + (
+            [self._iou_line] if h.validation_iou else []
+        )
+        self.ax.legend(handles=handles, loc="upper right")
 
 
 def draw_loss_curve(
@@ -14,17 +99,10 @@ def draw_loss_curve(
     epoch_loss: Sequence[float],
     log_scale: bool = True,
 ) -> Figure:
-    """A figure of the per-iteration loss (thin) and the per-epoch mean (dots and line)."""
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    if iteration_loss:
-        ax.plot(iterations, iteration_loss, lw=0.6, alpha=0.5, color="tab:blue", label="iteration")
-    if epoch_loss:
-        ax.plot(epoch_iterations, epoch_loss, "o-", ms=3, color="tab:orange", label="epoch mean")
-    if log_scale and all(v > 0 for v in [*iteration_loss, *epoch_loss]):
-        ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("Aux loss")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
-    return fig
+    """A new figure of the per-iteration loss and the per-epoch mean."""
+    history = LossHistory(
+        list(iterations), list(iteration_loss), list(epoch_iterations), list(epoch_loss)
+    )
+    curve = LossCurve()
+    curve.update(history, log_scale)
+    return curve.figure

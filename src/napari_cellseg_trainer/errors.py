@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..checkpoint import CheckpointError
-from ..config import ConfigError
-from ..data import DataError
-from ..devices import DeviceError
-from ..inference.images import ImageReadError
-from ..models.geometry import InvalidSizeError
-from ..normalization import NormalizationError
-from ..training import TrainingError
+from .checkpoint import CheckpointError
+from .config import ConfigError
+from .data import DataError
+from .devices import DeviceError
+from .inference.images import ImageReadError
+from .models.geometry import InvalidSizeError
+from .normalization import NormalizationError
+from .training import TrainingError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,

@@ -1,0 +1,247 @@
+"""The training panel in a real napari viewer (run under Xvfb by scripts/test.sh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from napari_cellseg_trainer import config
+from napari_cellseg_trainer._qt.preview import NAMES
+from napari_cellseg_trainer._qt.train_widget import TrainWidget
+from napari_cellseg_trainer.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 120_000  # generous: one tiny step is ~3 s on 2 cores, and the first also draws a buffer
+
+
+@pytest.fixture
+def notes():
+    """Every napari notification shown during the test, as (severity, message)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def record(n) -> None:
+        seen.append((str(n.severity), n.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot) -> TrainWidget:
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    yield widget
+    widget.shutdown()
+
+
+def test_form_lists_every_field_with_tooltip_and_kind(panel):
+    specs = config.fields(config.TrainConfig)
+    assert set(panel.form.editors) == {s.key for s in specs}
+    for spec in specs:
+        editor = panel.form.editors[spec.key]
+        tip = editor.widget.tooltip
+        # A field with a problem (checkpoint_dir is empty by default) shows it above the help.
+        assert tip.endswith(spec.tooltip()), spec.key
+        assert spec.tooltip().startswith(f"{spec.kind.value} {spec.kind.meaning}")
+        assert spec.help in tip, spec.key
+        assert editor.widget.label.startswith(spec.kind.value), spec.key
+
+
+def test_groups_and_zoom_ratio_visibility(panel):
+    form = panel.form
+    assert list(form.sections)[:5] == ["model", "patch size", "training", "data", "validation"]
+    assert not form.sections["validation"].isExpanded()
+    assert form.sections["model"].isExpanded()
+    zoom = form.editors["model.zoom_ratio"].widget.native
+    assert zoom.isHidden()
+    form.set_value("model.name", "unet_xy_zoom")
+    assert not zoom.isHidden()
+    form.set_value("model.name", "unet_xy")
+    assert zoom.isHidden()
+
+
+def test_size_out_follows_size_in_and_an_invalid_size_is_flagged(panel):
+    form = panel.form
+    form.set_value("checkpoint_dir", "ck")
+    form.set_value("loader.datafolder", "data")
+    form.set_value("size_in", [48, 148, 148])
+    assert form.editors["size_out"].widget.value == "20, 60, 60"
+    assert form.cfg.size_out == [20, 60, 60]
+    assert panel.train_button.isEnabled()
+
+    form.set_value("size_in", [48, 150, 150])
+    problems = {p.key: p.message for p in form.problems()}
+    assert "nearest valid: [48, 148, 148] or [48, 156, 156]" in problems["size_in"]
+    assert form.editors["size_in"].error
+    assert "[48, 148, 148]" in form.editors["size_in"].widget.tooltip
+    assert form.editors["size_out"].widget.value == ""
+    assert not panel.train_button.isEnabled()
+
+    form.set_value("model.name", "unet_xy_zoom")
+    form.set_value("model.zoom_ratio", 3)
+    form.set_value("size_in", [52, 420, 420])
+    assert form.editors["size_out"].widget.value == "20, 152, 152"
+    assert not form.problems()
+
+
+def test_a_value_that_does_not_convert_is_marked_and_not_written(panel):
+    form = panel.form
+    before = form.cfg.learning_rate
+    form.set_value("learning_rate", "fast")
+    assert form.cfg.learning_rate == before
+    assert "learning_rate" in {p.key for p in form.problems()}
+    form.set_value("learning_rate", "1e-4")
+    assert form.cfg.learning_rate == pytest.approx(1e-4)
+    assert "learning_rate" not in {p.key for p in form.problems()}
+
+
+def test_export_import_round_trip(panel, tmp_path, notes):
+    form = panel.form
+    wanted = config.demo_config(str(tmp_path / "data"), str(tmp_path / "ck"))
+    wanted.loss.ignore_index = 255
+    wanted.validation.metric = "default"
+    wanted.validation.leaveout = [0.25]
+    wanted.seed = None
+    form.set_config(wanted)
+    assert form.cfg == wanted
+    path = panel.export_yaml(tmp_path / "train.yaml")
+    assert path is not None
+    # The file is in the established layout and loads from the CLI's loader unchanged.
+    data = yaml.safe_load(path.read_text())
+    assert data["loader"]["PatchPerBuffer"] == 40 and data["model"]["name"] == "unet_xy"
+    assert config.load_config(path) == wanted
+
+    panel.reset()
+    assert form.cfg == config.TrainConfig()
+    assert panel.import_yaml(path) == []
+    assert form.cfg == wanted
+    # The widgets show the imported values, not just the object.
+    assert form.editors["loss.ignore_index"].widget.value == "255"
+    assert form.editors["validation.leaveout"].widget.value == "0.25"
+    assert form.editors["loader.datafolder"].read() == str(tmp_path / "data")
+
+
+def test_import_reports_every_problem_and_keeps_the_panel_usable(panel, tmp_path, notes):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: many\nloader:\n  batch_sise: 4\nsize_in: [48, 148, 148]\n")
+    problems = panel.import_yaml(bad)
+    assert {p.key for p in problems} == {"epochs", "loader.batch_sise"}
+    assert any("batch_sise" in m and "did you mean" in m for _, m in notes)
+    assert panel.form.cfg.epochs == config.TrainConfig().epochs
+    panel.import_yaml(tmp_path / "missing.yaml")
+    assert any("does not exist" in m for _, m in notes)
+    assert panel.import_button.isEnabled()
+
+
+def test_export_refuses_a_config_with_problems(panel, tmp_path, notes):
+    panel.form.set_value("size_in", [48, 150, 150])
+    assert panel.export_yaml(tmp_path / "x.yaml") is None
+    assert not (tmp_path / "x.yaml").exists()
+    assert any("size_in" in m for _, m in notes)
+
+
+def _tiny(panel: TrainWidget, tiny_config: config.TrainConfig, epochs: int) -> config.TrainConfig:
+    cfg = tiny_config.copy()
+    cfg.epochs = epochs
+    cfg.save_every_n_epoch = 1000  # only the stop checkpoint
+    panel.form.set_config(cfg)
+    assert panel.form.problems() == []
+    return cfg
+
+
+def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
+    panel, tiny_config, qtbot, notes
+):
+    cfg = _tiny(panel, tiny_config, epochs=1000)
+    viewer = panel.viewer
+    snapshots: list[np.ndarray] = []
+
+    def enough_previews() -> bool:
+        if panel.previews.updates > len(snapshots) and NAMES[2] in viewer.layers:
+            snapshots.append(np.array(viewer.layers[NAMES[2]].data))
+        return len(snapshots) >= 3
+
+    worker = panel.start_training()
+    assert worker is not None and panel.training
+    assert not panel.train_button.isEnabled() and panel.stop_button.isEnabled()
+    assert not panel.form.isEnabled()
+    qtbot.waitUntil(enough_previews, timeout=WAIT_MS)
+    # Loss points reached the plot; the three preview layers exist once each and change in place.
+    assert len(panel.plot.history.iteration_loss) >= 3
+    assert all(np.isfinite(panel.plot.history.iteration_loss))
+    assert [n for n in viewer.layers if n.name.startswith("preview")] == [
+        viewer.layers[n] for n in NAMES
+    ]
+    assert not np.array_equal(snapshots[0], snapshots[-1])
+    xs = [viewer.layers[n].translate[-1] for n in NAMES]
+    assert xs[0] < xs[1] < xs[2]
+    assert "cpu" in panel.device_label.text()
+    assert "ETA" in panel.status.text() and panel.progress.value() > 0
+
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        panel.stop_training()
+    assert not panel.training and panel.train_button.isEnabled()
+    saved = sorted(Path(cfg.checkpoint_dir).glob("checkpoint_epoch_*.pytorch"))
+    assert saved and panel.last_checkpoint == saved[-1]
+    assert load_checkpoint(saved[-1]).model_state
+    assert (
+        Path(cfg.checkpoint_dir) / "metrics.csv"
+    ).exists() or panel.plot.history.epoch_loss == []
+    assert any("checkpoint saved" in m for _, m in notes)
+    png = panel.plot.save_png(Path(cfg.checkpoint_dir) / "panel_curve.png")
+    assert png.stat().st_size > 1000
+
+
+def test_an_error_inside_training_becomes_a_notification(
+    panel, tiny_config, tmp_path, qtbot, notes
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.ome.tif", "a_GT.ome.tif", "a_CM.ome.tif"):
+        (broken / name).write_bytes(b"not a tiff")
+    cfg = _tiny(panel, tiny_config, epochs=1)
+    panel.form.set_value("loader.datafolder", str(broken))
+    worker = panel.start_training()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+    errors = [m for s, m in notes if s == "error"]
+    assert errors and "a.ome.tif" in errors[-1]
+    assert "Traceback" not in errors[-1]
+    assert panel.train_button.isEnabled() and panel.form.isEnabled()
+    assert not list(Path(cfg.checkpoint_dir).glob("*.pytorch"))
+
+
+def test_train_refuses_a_missing_folder_with_a_notification(panel, tiny_config, tmp_path, notes):
+    _tiny(panel, tiny_config, epochs=1)
+    panel.form.set_value("loader.datafolder", str(tmp_path / "nowhere"))
+    assert panel.start_training() is None
+    assert any("loader.datafolder" in m for s, m in notes if s == "error")
+    assert not panel.training
+
+
+def test_closing_napari_during_training_stops_it_with_a_checkpoint(panel, tiny_config, qtbot):
+    cfg = _tiny(panel, tiny_config, epochs=1000)
+    panel.start_training()
+    qtbot.waitUntil(lambda: len(panel.plot.history.iteration_loss) >= 1, timeout=WAIT_MS)
+    panel.viewer.close()
+    assert panel._done.is_set()
+    assert list(Path(cfg.checkpoint_dir).glob("checkpoint_epoch_*.pytorch"))
+
+
+def test_sample_preset_writes_the_sample_folder_once(panel, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    panel.use_sample_preset()
+    cfg = panel.form.cfg
+    assert panel.form.problems() == []
+    assert config.check_paths(cfg) == []
+    assert len(list(Path(cfg.loader.datafolder).glob("*.ome.tif"))) == 9
+    assert cfg.size_in == [32, 100, 100]
