@@ -57,7 +57,7 @@ def loop_step_times(size_in, size_out, batch: int, iters: int, warmup: int = 2) 
         cfg.preview_every_n_iter, cfg.device, cfg.seed = 5, "cpu", 0
         stamps = [time.perf_counter() for e in train(cfg) if isinstance(e, IterationEnd)]
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    return gaps[warmup - 1:]
+    return gaps[warmup - 1 :]
 
 
 def main() -> None:
@@ -67,14 +67,16 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     args = parser.parse_args()
     size_out = geometry.size_out("unet_xy", args.size_in)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, unet_xy "
-          f"{args.size_in} -> {list(size_out)}, batch {args.batch}, {args.iters} timed iterations")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, unet_xy "
+        f"{args.size_in} -> {list(size_out)}, batch {args.batch}, {args.iters} timed iterations"
+    )
     bare = bare_step_times(args.size_in, size_out, args.batch, args.iters)
     loop = loop_step_times(args.size_in, size_out, args.batch, args.iters)
-    b, l = statistics.median(bare), statistics.median(loop)
+    b, lp = statistics.median(bare), statistics.median(loop)
     print(f"bare step (forward+loss+backward+Adam): median {b:.3f} s  (min {min(bare):.3f})")
-    print(f"full loop iteration:                    median {l:.3f} s  (min {min(loop):.3f})")
-    print(f"loop / bare = {l / b:.3f}  ({(l / b - 1) * 100:+.1f}% overhead)")
+    print(f"full loop iteration:                    median {lp:.3f} s  (min {min(loop):.3f})")
+    print(f"loop / bare = {lp / b:.3f}  ({(lp / b - 1) * 100:+.1f}% overhead)")
 
 
 if __name__ == "__main__":

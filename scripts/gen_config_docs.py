@@ -1,7 +1,7 @@
 """Write docs/config.md, the configuration reference, from the config schema.
 
-    python scripts/gen_config_docs.py          # rewrite docs/config.md
-    python scripts/gen_config_docs.py --check  # exit 1 if docs/config.md is out of date
+python scripts/gen_config_docs.py          # rewrite docs/config.md
+python scripts/gen_config_docs.py --check  # exit 1 if docs/config.md is out of date
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def _table(cls: type) -> list[str]:
     for spec in fields(cls):
         default = "null" if spec.default is None else f"`{spec.default}`"
         text = spec.help.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{spec.key}` | {spec.kind.value} | {spec.vtype.describe()} | {default} | {text} |")
+        lines.append(
+            f"| `{spec.key}` | {spec.kind.value} | {spec.vtype.describe()} | {default} | {text} |"
+        )
     return lines
 
 
@@ -56,7 +58,9 @@ def main() -> int:
     text = render()
     if args.check:
         if not TARGET.exists() or TARGET.read_text(encoding="utf-8") != text:
-            print(f"{TARGET} is out of date: run python scripts/gen_config_docs.py", file=sys.stderr)
+            print(
+                f"{TARGET} is out of date: run python scripts/gen_config_docs.py", file=sys.stderr
+            )
             return 1
         return 0
     TARGET.write_text(text, encoding="utf-8")

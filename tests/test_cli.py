@@ -17,8 +17,14 @@ from napari_cellseg_trainer.training.metrics import read_metrics
     ("args", "expected"),
     [
         (["--model", "unet_xy", "--size-in", "48", "148", "148"], "20 60 60"),
-        (["--model", "unet_xy_zoom", "--zoom-ratio", "3", "--size-in", "52", "420", "420"], "20 152 152"),
-        (["--model", "unet_xy_zoom", "--zoom-ratio", "3", "--size-in", "52", "372", "372"], "20 104 104"),
+        (
+            ["--model", "unet_xy_zoom", "--zoom-ratio", "3", "--size-in", "52", "420", "420"],
+            "20 152 152",
+        ),
+        (
+            ["--model", "unet_xy_zoom", "--zoom-ratio", "3", "--size-in", "52", "372", "372"],
+            "20 104 104",
+        ),
         (["--model", "unet_xy", "--size-in", "32", "100", "100"], "4 12 12"),
     ],
 )
@@ -37,7 +43,9 @@ def test_invalid_size_exits_2_with_one_line_naming_the_nearest(capsys):
 def test_console_script_runs_as_a_module():
     out = subprocess.run(
         [sys.executable, "-m", "napari_cellseg_trainer", "sizes", "--size-in", "48", "148", "148"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "20 60 60"
 
@@ -54,7 +62,9 @@ def test_template_then_check(tmp_path, capsys):
 
 def test_check_lists_every_problem_and_exits_2(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text("epochs: -1\nloader: {batch_size: x, datafolder: d}\ncheckpoint_dir: c\nfoo: 1\n")
+    path.write_text(
+        "epochs: -1\nloader: {batch_size: x, datafolder: d}\ncheckpoint_dir: c\nfoo: 1\n"
+    )
     assert main(["config", "check", str(path)]) == 2
     err = capsys.readouterr().err
     for key in ("epochs:", "loader.batch_size:", "foo: unknown key"):
@@ -72,10 +82,17 @@ def test_check_reports_missing_data_folder(tmp_path, capsys):
 
 def test_train_writes_checkpoints_metrics_and_curve(tiny_config, tmp_path, capsys):
     path = config.save_config(tiny_config, tmp_path / "train.yaml")
-    assert main(["train", "--config", str(path), "--set", "epochs=2", "--set", "preview_every_n_iter=0"]) == 0
+    assert (
+        main(
+            ["train", "--config", str(path), "--set", "epochs=2", "--set", "preview_every_n_iter=0"]
+        )
+        == 0
+    )
     out_dir = tmp_path / "checkpoints"
     assert sorted(p.name for p in out_dir.glob("*.pytorch")) == [
-        "checkpoint_epoch_1.pytorch", "checkpoint_epoch_2.pytorch"]
+        "checkpoint_epoch_1.pytorch",
+        "checkpoint_epoch_2.pytorch",
+    ]
     rows = read_metrics(out_dir / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[0]["mean_loss"]) > 0

@@ -102,8 +102,12 @@ def test_several_problems_are_all_reported_with_dotted_keys(tmp_path):
         config.load_config(path)
     keys = {p.key for p in info.value.problems}
     assert keys == {
-        "model.name", "loader.batch_size", "loader.PatchPerBufer", "loss.loss_weight",
-        "epochs", "learning_rate",
+        "model.name",
+        "loader.batch_size",
+        "loader.PatchPerBufer",
+        "loss.loss_weight",
+        "epochs",
+        "learning_rate",
     }
     text = str(info.value)
     assert "did you mean 'PatchPerBuffer'" in text
@@ -128,7 +132,9 @@ def test_size_out_is_computed_when_missing_and_checked_when_given():
 
 def test_float_written_without_a_dot_is_accepted():
     # PyYAML reads 1e-5 as a string; users write it that way.
-    cfg = config.from_mapping(TrainConfig, yaml.safe_load("learning_rate: 1e-5\n" + _minimal_yaml()))
+    cfg = config.from_mapping(
+        TrainConfig, yaml.safe_load("learning_rate: 1e-5\n" + _minimal_yaml())
+    )
     assert cfg.learning_rate == pytest.approx(1e-5)
 
 
@@ -223,3 +229,9 @@ def _flatten(data: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_the_example_demo_config_is_the_panels_sample_preset():
+    """examples/demo_cpu.yaml (headless main job) and the panel's preset are one config."""
+    example = Path(__file__).parents[1] / "examples" / "demo_cpu.yaml"
+    assert config.load_config(example) == config.demo_config("runs/sample_data", "runs/checkpoints")

@@ -27,9 +27,19 @@ def test_sigkill_at_random_moments_leaves_only_complete_checkpoints(tiny_config,
     kills = 0
     for _ in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "napari_cellseg_trainer", "train", "--config", str(path),
-             "--set", f"resume={out_dir}" if ckpt.latest_checkpoint(out_dir) else "resume=null"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "napari_cellseg_trainer",
+                "train",
+                "--config",
+                str(path),
+                "--set",
+                f"resume={out_dir}" if ckpt.latest_checkpoint(out_dir) else "resume=null",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         _wait_for_checkpoints(out_dir, at_least=1 + kills)
         time.sleep(rng.uniform(0.0, 1.5))

@@ -10,13 +10,24 @@ from pathlib import Path
 import napari_cellseg_trainer
 
 PACKAGE = Path(napari_cellseg_trainer.__file__).parent
-GUI_ROOTS = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy"}
+GUI_ROOTS = {
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "napari",
+    "magicgui",
+    "superqt",
+    "vispy",
+}
 GUI_PLACES = ("_qt", "_sample_data.py")
 
 
 def _core_modules() -> list[Path]:
     return [
-        p for p in PACKAGE.rglob("*.py")
+        p
+        for p in PACKAGE.rglob("*.py")
         if not any(part in GUI_PLACES for part in p.relative_to(PACKAGE).parts)
     ]
 
@@ -34,7 +45,9 @@ def _imported_roots(path: Path) -> set[str]:
 def test_core_sources_import_no_gui_package():
     modules = _core_modules()
     assert len(modules) > 15
-    offenders = {str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & GUI_ROOTS) for p in modules}
+    offenders = {
+        str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & GUI_ROOTS) for p in modules
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

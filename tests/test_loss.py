@@ -28,7 +28,9 @@ def test_ignore_index_voxels_contribute_nothing_but_count_in_the_mean():
     logp = _logp([0.9, 0.2])
     label = torch.tensor([1, 255]).reshape(1, 1, 1, 2)
     cost = torch.ones(1, 1, 1, 2, dtype=torch.float64)
-    assert float(weighted_nll(logp, label, cost, ignore_index=255)) == pytest.approx(-math.log(0.9) / 2)
+    assert float(weighted_nll(logp, label, cost, ignore_index=255)) == pytest.approx(
+        -math.log(0.9) / 2
+    )
 
 
 def test_aux_loss_is_the_weighted_sum_over_outputs():

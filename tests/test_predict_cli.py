@@ -10,7 +10,6 @@ from napari_cellseg_trainer import config
 from napari_cellseg_trainer.cli import main
 from napari_cellseg_trainer.training import CheckpointSaved, train
 
-
 # Prediction may use larger tiles than training (the network is fully convolutional).
 BIG_TILES = ["--set", "size_in=[32, 132, 132]"]
 
@@ -31,14 +30,32 @@ def trained_checkpoint(sample_folder, tmp_path_factory):
 def image_file(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "cells.ome.tif"
-    tifffile.imwrite(path, rng.random((9, 37, 41), dtype=np.float32), ome=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, rng.random((9, 37, 41), dtype=np.float32), ome=True, metadata={"axes": "ZYX"}
+    )
     return path
 
 
-def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(trained_checkpoint, image_file, tmp_path, capsys):
+def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(
+    trained_checkpoint, image_file, tmp_path, capsys
+):
     out = tmp_path / "out"
-    code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image_file),
-                 "--output", str(out), "--threshold", "0.5", "--device", "cpu", *BIG_TILES])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(trained_checkpoint),
+            "--input",
+            str(image_file),
+            "--output",
+            str(out),
+            "--threshold",
+            "0.5",
+            "--device",
+            "cpu",
+            *BIG_TILES,
+        ]
+    )
     assert code == 0
     written = out / "cells_struct_segmentation.tiff"
     assert capsys.readouterr().out.strip() == str(written)
@@ -51,7 +68,11 @@ def test_config_form_folder_mode_with_several_outputs(trained_checkpoint, image_
     cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
     cfg.size_in, cfg.size_out = [32, 132, 132], [4, 44, 44]
     cfg.OutputCh = [0, 1, 2, 1]
-    cfg.mode.name, cfg.mode.InputDir, cfg.mode.DataType = "folder", str(image_file.parent), ".ome.tif"
+    cfg.mode.name, cfg.mode.InputDir, cfg.mode.DataType = (
+        "folder",
+        str(image_file.parent),
+        ".ome.tif",
+    )
     cfg.Normalization, cfg.device = 0, "cpu"
     path = config.save_config(cfg, tmp_path / "predict.yaml")
     assert main(["predict", "--config", str(path)]) == 0
@@ -78,13 +99,29 @@ def test_timelapse_writes_one_file_per_time_point(trained_checkpoint, tmp_path):
     ("extra", "message"),
     [
         (["--set", "InputCh=[3]"], "InputCh [3] asks for channel 3, but the image has 1"),
-        (["--set", "model.name=unet_xy_zoom", "--set", "size_in=[40, 276, 276]"], "checkpoint does not match the model"),
+        (
+            ["--set", "model.name=unet_xy_zoom", "--set", "size_in=[40, 276, 276]"],
+            "checkpoint does not match the model",
+        ),
         (["--set", "Normalization=99"], "99"),
     ],
 )
-def test_bad_input_exits_2_with_a_clear_message(trained_checkpoint, image_file, tmp_path, capsys, extra, message):
-    code = main(["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image_file),
-                 "--output", str(tmp_path / "o"), *BIG_TILES, *extra])
+def test_bad_input_exits_2_with_a_clear_message(
+    trained_checkpoint, image_file, tmp_path, capsys, extra, message
+):
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(trained_checkpoint),
+            "--input",
+            str(image_file),
+            "--output",
+            str(tmp_path / "o"),
+            *BIG_TILES,
+            *extra,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

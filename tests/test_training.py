@@ -46,9 +46,14 @@ def test_short_run_yields_the_expected_events_and_checkpoints(short_run):
     assert len(previews) == 4
     p = previews[0]
     assert p.raw.shape == p.label.shape == p.probability.shape == (4, 12, 12)
-    assert p.probability.dtype == np.float32 and 0 <= p.probability.min() <= p.probability.max() <= 1
+    assert (
+        p.probability.dtype == np.float32 and 0 <= p.probability.min() <= p.probability.max() <= 1
+    )
     saved = _of(events, CheckpointSaved)
-    assert [s.path.name for s in saved] == ["checkpoint_epoch_1.pytorch", "checkpoint_epoch_2.pytorch"]
+    assert [s.path.name for s in saved] == [
+        "checkpoint_epoch_1.pytorch",
+        "checkpoint_epoch_2.pytorch",
+    ]
     finished = events[-1]
     assert isinstance(finished, TrainingFinished) and finished.reason == "completed"
     assert finished.checkpoint == saved[-1].path
@@ -58,10 +63,14 @@ def test_checkpoint_rebuilds_its_own_model_and_matches_the_established_format(sh
     events = short_run
     path = _of(events, CheckpointSaved)[-1].path
     raw = torch.load(path, weights_only=True)
-    assert {"epoch", "num_iterations", "model_state_dict", "optimizer_state_dict", "device"} <= set(raw)
+    assert {"epoch", "num_iterations", "model_state_dict", "optimizer_state_dict", "device"} <= set(
+        raw
+    )
     loaded = ckpt.load_checkpoint(path)
     cfg = loaded.config
-    model = build_model(cfg["model"]["name"], cfg["nchannel"], cfg["nclass"], cfg["model"]["zoom_ratio"])
+    model = build_model(
+        cfg["model"]["name"], cfg["nchannel"], cfg["nclass"], cfg["model"]["zoom_ratio"]
+    )
     ckpt.load_model_weights(model, loaded)
     assert (loaded.epoch, loaded.num_iterations) == (2, 4)
 

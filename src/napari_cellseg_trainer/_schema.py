@@ -208,7 +208,9 @@ class FieldSpec:
 
     def tooltip(self) -> str:
         """Help text headed by the field's badge and what the badge means."""
-        return f"{self.kind.value} {self.kind.meaning}\n\n{self.help}\n\nType: {self.vtype.describe()}"
+        return (
+            f"{self.kind.value} {self.kind.meaning}\n\n{self.help}\n\nType: {self.vtype.describe()}"
+        )
 
 
 def param(

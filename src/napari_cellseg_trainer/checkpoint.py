@@ -112,12 +112,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch names the blocked callable on a "GLOBAL" line; other unpickling errors mean a
+        # damaged or foreign file, not a dangerous one.
+        blocked = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+        if not blocked:
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (truncated or not PyTorch?)"
+            ) from None
         raise CheckpointError(
             f"{path}: refused: loading it would need to unpickle Python objects, which could run "
-            f"code (only plain tensors and numbers are accepted). Detail: {str(err).splitlines()[0]}"
+            f"code (only plain tensors and numbers are accepted). Detail: {blocked[0]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not PyTorch?): {err}") from None
+    # A truncated or foreign file surfaces as any of these (KeyError/IndexError: bad opcodes).
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError) as err:
+        detail = str(err) or type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or not PyTorch?): {detail}"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
     if "model_state_dict" in data:
@@ -138,20 +149,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
 def _strip_module(state: dict) -> dict:
     """Drop the ``module.`` prefix that DataParallel/DistributedDataParallel adds."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
-def load_model_weights(model: torch.nn.Module, checkpoint: Checkpoint | dict, strict: bool = True) -> None:
+def load_model_weights(
+    model: torch.nn.Module, checkpoint: Checkpoint | dict, strict: bool = True
+) -> None:
     """Load weights into ``model``; a mismatch gives a readable summary instead of a traceback."""
-    state = checkpoint.model_state if isinstance(checkpoint, Checkpoint) else _strip_module(checkpoint)
+    state = (
+        checkpoint.model_state if isinstance(checkpoint, Checkpoint) else _strip_module(checkpoint)
+    )
     where = f"{checkpoint.path}: " if isinstance(checkpoint, Checkpoint) and checkpoint.path else ""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own if k in state and state[k].shape != own[k].shape
+        for k in own
+        if k in state and state[k].shape != own[k].shape
     ]
     if ((missing or unexpected) and strict) or shapes:
         parts = []

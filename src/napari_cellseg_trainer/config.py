@@ -115,7 +115,9 @@ HELP_PPB = (
     "(number of patches to draw from each image) x (number of training images)."
 )
 HELP_SHUFFLE = "Epochs between redrawing the patch buffer; fixed by default."
-HELP_WORKERS = "Data-loading workers (threads that prepare the next patch buffer); fixed by default."
+HELP_WORKERS = (
+    "Data-loading workers (threads that prepare the next patch buffer); fixed by default."
+)
 HELP_METRIC = (
     "Validation after every few epochs to make sure things are not going wrong. Training data "
     "are usually very limited, so by default validation is off (null); for advanced users. "
@@ -166,20 +168,32 @@ class LossSection:
 
 @dataclass
 class LoaderSection:
-    name: str = param("default", choice("default"), OK, HELP_LOADER_NAME, group="data", label="loader")
-    datafolder: str = param("", VType("str"), PIN, HELP_DATAFOLDER, group="data", label="data folder")
+    name: str = param(
+        "default", choice("default"), OK, HELP_LOADER_NAME, group="data", label="loader"
+    )
+    datafolder: str = param(
+        "", VType("str"), PIN, HELP_DATAFOLDER, group="data", label="data folder"
+    )
     batch_size: int = param(8, POS_INT, MACHINE, HELP_BATCH, group="patch size")
-    PatchPerBuffer: int = param(200, POS_INT, PIN, HELP_PPB, group="data", label="patches per buffer")
+    PatchPerBuffer: int = param(
+        200, POS_INT, PIN, HELP_PPB, group="data", label="patches per buffer"
+    )
     epoch_shuffle: int = param(5, POS_INT, OK, HELP_SHUFFLE, group="data", label="epoch shuffle")
     NumWorkers: int = param(1, NONNEG_INT, OK, HELP_WORKERS, group="data", label="workers")
 
 
 @dataclass
 class ValidationSection:
-    metric: str | None = param(None, choice("default", optional=True), OK, HELP_METRIC, group="validation")
+    metric: str | None = param(
+        None, choice("default", optional=True), OK, HELP_METRIC, group="validation"
+    )
     leaveout: list = param([0], float_list(None, minimum=0), OK, HELP_LEAVEOUT, group="validation")
     OutputCh: list = param(
-        [0, 1, 1, 1, 2, 1], int_list(None, minimum=0), OK, HELP_OUTPUTCH, group="validation",
+        [0, 1, 1, 1, 2, 1],
+        int_list(None, minimum=0),
+        OK,
+        HELP_OUTPUTCH,
+        group="validation",
         label="output channels",
     )
     validate_every_n_epoch: int = param(
@@ -194,10 +208,16 @@ class TrainConfig:
     model: ModelSection = section(ModelSection)
     nchannel: int = param(1, POS_INT, OK, HELP_NCHANNEL, group="model")
     nclass: list = param([2, 2, 2], int_list(3, minimum=2), OK, HELP_NCLASS, group="model")
-    size_in: list = param([48, 148, 148], int_list(3, minimum=1), MACHINE, HELP_SIZE_IN, group="patch size")
-    size_out: list = param([20, 60, 60], int_list(3, minimum=1), MACHINE, HELP_SIZE_OUT, group="patch size")
+    size_in: list = param(
+        [48, 148, 148], int_list(3, minimum=1), MACHINE, HELP_SIZE_IN, group="patch size"
+    )
+    size_out: list = param(
+        [20, 60, 60], int_list(3, minimum=1), MACHINE, HELP_SIZE_OUT, group="patch size"
+    )
     checkpoint_dir: str = param("", VType("str"), PIN, HELP_CHECKPOINT_DIR, group="training")
-    resume: str | None = param(None, VType("path", optional=True), PIN, HELP_RESUME, group="training")
+    resume: str | None = param(
+        None, VType("path", optional=True), PIN, HELP_RESUME, group="training"
+    )
     learning_rate: float = param(1e-5, VType("float", minimum=0), OK, HELP_LR, group="training")
     weight_decay: float = param(0.005, VType("float", minimum=0), OK, HELP_WD, group="training")
     loss: LossSection = section(LossSection)
@@ -206,7 +226,9 @@ class TrainConfig:
     loader: LoaderSection = section(LoaderSection)
     validation: ValidationSection = section(ValidationSection)
     device: str = param("auto", VType("str"), MACHINE, HELP_DEVICE, group="runtime")
-    seed: int | None = param(None, VType("int", minimum=0, optional=True), OK, HELP_SEED, group="runtime")
+    seed: int | None = param(
+        None, VType("int", minimum=0, optional=True), OK, HELP_SEED, group="runtime"
+    )
     preview_every_n_iter: int = param(20, NONNEG_INT, OK, HELP_PREVIEW, group="runtime")
     num_threads: int | None = param(
         None, VType("int", minimum=1, optional=True), MACHINE, HELP_THREADS, group="runtime"
@@ -222,13 +244,19 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- prediction
 
 HELP_MODEL_PATH = "The checkpoint file of the trained model."
-HELP_PRED_OUTPUTCH = "Pairs (output index, class channel) to save; [0, 1] = foreground of the main output."
+HELP_PRED_OUTPUTCH = (
+    "Pairs (output index, class channel) to save; [0, 1] = foreground of the main output."
+)
 HELP_OUTPUTDIR = "Folder for the results."
 HELP_INPUTCH = "Channel indices of the input image to feed the model, e.g. [0]; -1 = the last one."
 HELP_RESIZE = "[z, y, x] factors applied to the image before the model, undone after."
 HELP_NORM = "Normalisation recipe id (see the reference), or a dict of per-channel operations."
-HELP_THRESHOLD = "> 0: binary output (0/255, uint8) at this threshold; <= 0: probabilities (float32)."
-HELP_RUNTIMEAUG = "Test-time augmentation: average the prediction over flips of x, y and z (slower)."
+HELP_THRESHOLD = (
+    "> 0: binary output (0/255, uint8) at this threshold; <= 0: probabilities (float32)."
+)
+HELP_RUNTIMEAUG = (
+    "Test-time augmentation: average the prediction over flips of x, y and z (slower)."
+)
 HELP_MODE = "`file`: one image (InputFile); `folder`: every file of DataType in InputDir."
 HELP_INPUTFILE = "The image to segment (file mode)."
 HELP_TIMELAPSE = "The file is a time-lapse: segment each time point (file mode)."
@@ -247,9 +275,13 @@ class PredictMode:
     name: str = param(
         "file", choice("file", "folder", "fromfile", "fromfolder"), PIN, HELP_MODE, group="input"
     )
-    InputFile: str | None = param(None, VType("path", optional=True), PIN, HELP_INPUTFILE, group="input")
+    InputFile: str | None = param(
+        None, VType("path", optional=True), PIN, HELP_INPUTFILE, group="input"
+    )
     timelapse: bool = param(False, VType("bool"), PIN, HELP_TIMELAPSE, group="input")
-    InputDir: str | None = param(None, VType("path", optional=True), PIN, HELP_INPUTDIR, group="input")
+    InputDir: str | None = param(
+        None, VType("path", optional=True), PIN, HELP_INPUTDIR, group="input"
+    )
     DataType: str = param(".tiff", VType("str"), PIN, HELP_DATATYPE, group="input")
 
     @property
@@ -264,10 +296,16 @@ class PredictConfig:
     model: ModelSection = section(ModelSection)
     nchannel: int = param(1, POS_INT, OK, HELP_NCHANNEL, group="model")
     nclass: list = param([2, 2, 2], int_list(3, minimum=2), OK, HELP_NCLASS, group="model")
-    size_in: list = param([48, 148, 148], int_list(3, minimum=1), MACHINE, HELP_SIZE_IN, group="patch size")
-    size_out: list = param([20, 60, 60], int_list(3, minimum=1), MACHINE, HELP_SIZE_OUT, group="patch size")
+    size_in: list = param(
+        [48, 148, 148], int_list(3, minimum=1), MACHINE, HELP_SIZE_IN, group="patch size"
+    )
+    size_out: list = param(
+        [20, 60, 60], int_list(3, minimum=1), MACHINE, HELP_SIZE_OUT, group="patch size"
+    )
     model_path: str = param("", VType("str"), PIN, HELP_MODEL_PATH, group="model")
-    OutputCh: list = param([0, 1], int_list(None, minimum=0), OK, HELP_PRED_OUTPUTCH, group="output")
+    OutputCh: list = param(
+        [0, 1], int_list(None, minimum=0), OK, HELP_PRED_OUTPUTCH, group="output"
+    )
     OutputDir: str = param("", VType("str"), PIN, HELP_OUTPUTDIR, group="output")
     InputCh: list = param([0], int_list(None, minimum=-1), PIN, HELP_INPUTCH, group="input")
     ResizeRatio: list = param([1.0, 1.0, 1.0], float_list(3), PIN, HELP_RESIZE, group="input")
@@ -276,7 +314,9 @@ class PredictConfig:
     RuntimeAug: bool = param(False, VType("bool"), OK, HELP_RUNTIMEAUG, group="output")
     mode: PredictMode = section(PredictMode)
     tiling: str = param("blend", choice("blend", "established"), OK, HELP_TILING, group="runtime")
-    overlap: float = param(0.25, VType("float", minimum=0, maximum=0.75), OK, HELP_OVERLAP, group="runtime")
+    overlap: float = param(
+        0.25, VType("float", minimum=0, maximum=0.75), OK, HELP_OVERLAP, group="runtime"
+    )
     batch_size: int = param(4, POS_INT, MACHINE, HELP_TILE_BATCH, group="runtime")
     device: str = param("auto", VType("str"), MACHINE, HELP_DEVICE, group="runtime")
 
@@ -328,8 +368,11 @@ def _check_output_pairs(key: str, pairs: list, nclass: list, problems: list[Prob
             problems.append(Problem(key, f"output index {out_idx} does not exist (0, 1 or 2)"))
         elif ch >= nclass[out_idx]:
             problems.append(
-                Problem(key, f"class channel {ch} of output {out_idx} does not exist "
-                             f"(nclass[{out_idx}] = {nclass[out_idx]})")
+                Problem(
+                    key,
+                    f"class channel {ch} of output {out_idx} does not exist "
+                    f"(nclass[{out_idx}] = {nclass[out_idx]})",
+                )
             )
 
 
@@ -344,9 +387,11 @@ def validate(cfg: TrainConfig) -> list[Problem]:
     if cfg.loss.ignore_index is not None and cfg.loss.ignore_index < max(cfg.nclass):
         # Labels equal to ignore_index must not be real classes of any output.
         problems.append(
-            Problem("loss.ignore_index",
-                    f"{cfg.loss.ignore_index} is a real class (nclass {cfg.nclass}); "
-                    f"use a value >= {max(cfg.nclass)} or null")
+            Problem(
+                "loss.ignore_index",
+                f"{cfg.loss.ignore_index} is a real class (nclass {cfg.nclass}); "
+                f"use a value >= {max(cfg.nclass)} or null",
+            )
         )
     if cfg.validation.metric is not None:
         _check_output_pairs("validation.OutputCh", cfg.validation.OutputCh, cfg.nclass, problems)
@@ -354,11 +399,15 @@ def validate(cfg: TrainConfig) -> list[Problem]:
         fraction = len(leave) == 1 and 0 < leave[0] < 1
         if not leave or (not fraction and any(not float(v).is_integer() for v in leave)):
             problems.append(
-                Problem("validation.leaveout",
-                        f"must be image indices (e.g. [0, 3]) or one fraction in (0, 1), got {leave}")
+                Problem(
+                    "validation.leaveout",
+                    f"must be image indices (e.g. [0, 3]) or one fraction in (0, 1), got {leave}",
+                )
             )
     if not _valid_device(cfg.device):
-        problems.append(Problem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}"))
+        problems.append(
+            Problem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+        )
     return problems
 
 
@@ -375,14 +424,18 @@ def validate_predict(cfg: PredictConfig) -> list[Problem]:
         problems.append(Problem("ResizeRatio", f"factors must be > 0, got {cfg.ResizeRatio}"))
     if len(cfg.InputCh) != cfg.nchannel:
         problems.append(
-            Problem("InputCh", f"lists {len(cfg.InputCh)} channel(s) but nchannel is {cfg.nchannel}")
+            Problem(
+                "InputCh", f"lists {len(cfg.InputCh)} channel(s) but nchannel is {cfg.nchannel}"
+            )
         )
     if cfg.mode.is_folder and not cfg.mode.InputDir:
         problems.append(Problem("mode.InputDir", "is required in folder mode"))
     if not cfg.mode.is_folder and not cfg.mode.InputFile:
         problems.append(Problem("mode.InputFile", "is required in file mode"))
     if not _valid_device(cfg.device):
-        problems.append(Problem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}"))
+        problems.append(
+            Problem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+        )
     return problems
 
 
@@ -458,7 +511,9 @@ def _fill_size_out(data: Any) -> Any:
         return data
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     try:
-        out = geometry.size_out(model.get("name", "unet_xy"), data["size_in"], model.get("zoom_ratio", 3))
+        out = geometry.size_out(
+            model.get("name", "unet_xy"), data["size_in"], model.get("zoom_ratio", 3)
+        )
     except (geometry.InvalidSizeError, TypeError, ValueError):
         return data  # the size_in problem is reported by validation
     return {**data, "size_out": list(out)}
@@ -472,7 +527,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return from_mapping(TrainConfig, data, source=str(path))
 
 
-def load_predict_config(path: str | os.PathLike, overrides: list[str] | None = None) -> PredictConfig:
+def load_predict_config(
+    path: str | os.PathLike, overrides: list[str] | None = None
+) -> PredictConfig:
     """Load a prediction config from YAML, apply overrides, validate."""
     data = read_yaml(path)
     if overrides:
@@ -564,8 +621,8 @@ def demo_config(datafolder: str, checkpoint_dir: str) -> TrainConfig:
     cfg.epochs = 50
     cfg.save_every_n_epoch = 10
     cfg.loader.datafolder = datafolder
-    cfg.loader.batch_size = 4
-    cfg.loader.PatchPerBuffer = 40
+    cfg.loader.batch_size = 2
+    cfg.loader.PatchPerBuffer = 20
     cfg.seed = 0
     cfg.preview_every_n_iter = 5
     return cfg

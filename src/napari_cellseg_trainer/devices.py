@@ -23,7 +23,9 @@ def select_device(request: str = "auto") -> torch.device:
     device = torch.device(request)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {request!r} requested but no CUDA GPU is available here; use auto or cpu")
+            raise DeviceError(
+                f"device {request!r} requested but no CUDA GPU is available here; use auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(
                 f"device {request!r} requested but only {torch.cuda.device_count()} GPU(s) exist"

@@ -34,7 +34,9 @@ def min_max(img: np.ndarray) -> np.ndarray:
     return out / np.float32(hi - lo) if hi > lo else np.zeros_like(out)
 
 
-def auto_contrast(img: np.ndarray, a: float, b: float, high: float = -1, low: float = -1) -> np.ndarray:
+def auto_contrast(
+    img: np.ndarray, a: float, b: float, high: float = -1, low: float = -1
+) -> np.ndarray:
     """Fit mean m and std s (of voxels < high, > low when given); clip to [m - a s, m + b s]; scale."""
     values = img
     if high > 0 or low > 0:
@@ -45,7 +47,9 @@ def auto_contrast(img: np.ndarray, a: float, b: float, high: float = -1, low: fl
             keep &= img > low
         values = img[keep]
         if values.size == 0:
-            raise NormalizationError(f"auto_contrast: no voxel lies between low={low} and high={high}")
+            raise NormalizationError(
+                f"auto_contrast: no voxel lies between low={low} and high={high}"
+            )
     m, s = _stats(values)
     lo = max(m - a * s, float(img.min()))
     hi = min(m + b * s, float(img.max()))
@@ -82,15 +86,24 @@ RECIPES: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     2: ("auto_contrast(2.5, 10)", partial(auto_contrast, a=2.5, b=10)),
     4: ("auto_contrast(1, 15)", partial(auto_contrast, a=1, b=15)),
     7: ("auto_contrast(1, 6)", partial(auto_contrast, a=1, b=6)),
-    10: ("clip to [min, mean + 25 std], scale", partial(_mean_std_window, a=0, b=25, lo_is_min=True)),
+    10: (
+        "clip to [min, mean + 25 std], scale",
+        partial(_mean_std_window, a=0, b=25, lo_is_min=True),
+    ),
     11: ("background_sub(50)", partial(background_sub, r=50)),
-    12: ("background_sub(50), auto_contrast(2.5, 10)", partial(_bg_then_auto_contrast, a=2.5, b=10)),
+    12: (
+        "background_sub(50), auto_contrast(2.5, 10)",
+        partial(_bg_then_auto_contrast, a=2.5, b=10),
+    ),
     13: ("background_sub(50), auto_contrast(2, 11)", partial(_bg_then_auto_contrast, a=2, b=11)),
     14: ("auto_contrast(1, 10)", partial(auto_contrast, a=1, b=10)),
     15: ("voxels > 4000 set to the minimum, background_sub(50)", _suppress_bright_then_bg),
     16: ("background_sub(50), auto_contrast(1.5, 6)", partial(_bg_then_auto_contrast, a=1.5, b=6)),
     17: ("background_sub(50), auto_contrast(1, 10)", partial(_bg_then_auto_contrast, a=1, b=10)),
-    18: ("background_sub(50), auto_contrast(1.5, 10)", partial(_bg_then_auto_contrast, a=1.5, b=10)),
+    18: (
+        "background_sub(50), auto_contrast(1.5, 10)",
+        partial(_bg_then_auto_contrast, a=1.5, b=10),
+    ),
 }
 
 
@@ -101,9 +114,13 @@ def _apply_step(img: np.ndarray, step: dict) -> np.ndarray:
     if name == "auto_contrast":
         param = step.get("param")
         if not isinstance(param, (list, tuple)) or len(param) not in (2, 4):
-            raise NormalizationError(f"auto_contrast needs param [a, b] or [a, b, high, low], got {param!r}")
+            raise NormalizationError(
+                f"auto_contrast needs param [a, b] or [a, b, high, low], got {param!r}"
+            )
         return auto_contrast(img, *(float(p) for p in param))
-    raise NormalizationError(f"unknown normalisation step {step!r}; use background_sub or auto_contrast")
+    raise NormalizationError(
+        f"unknown normalisation step {step!r}; use background_sub or auto_contrast"
+    )
 
 
 def normalize(image: np.ndarray, recipe: int | dict) -> np.ndarray:
@@ -118,7 +135,9 @@ def normalize(image: np.ndarray, recipe: int | dict) -> np.ndarray:
         for c, entry in enumerate(ops):
             steps = entry.get("ch") if isinstance(entry, dict) else None
             if not isinstance(steps, list):
-                raise NormalizationError(f"Normalization ops[{c}] must be {{ch: [steps]}}, got {entry!r}")
+                raise NormalizationError(
+                    f"Normalization ops[{c}] must be {{ch: [steps]}}, got {entry!r}"
+                )
             channel = image[c]
             for step in steps:
                 channel = _apply_step(channel, step)

@@ -116,7 +116,7 @@ def test_export_import_round_trip(panel, tmp_path, notes):
     assert path is not None
     # The file is in the established layout and loads from the CLI's loader unchanged.
     data = yaml.safe_load(path.read_text())
-    assert data["loader"]["PatchPerBuffer"] == 40 and data["model"]["name"] == "unet_xy"
+    assert data["loader"]["PatchPerBuffer"] == 20 and data["model"]["name"] == "unet_xy"
     assert config.load_config(path) == wanted
 
     panel.reset()
@@ -245,3 +245,24 @@ def test_sample_preset_writes_the_sample_folder_once(panel, tmp_path, monkeypatc
     assert config.check_paths(cfg) == []
     assert len(list(Path(cfg.loader.datafolder).glob("*.ome.tif"))) == 9
     assert cfg.size_in == [32, 100, 100]
+
+
+def test_napari_finds_the_panel_and_the_sample_data(make_napari_viewer, tmp_path, monkeypatch):
+    """What scripts/launch_napari.py does: npe2 manifest -> dock widget and sample layers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-cellseg-trainer", "filaments")
+    assert [layer.__class__.__name__ for layer in viewer.layers] == ["Image", "Labels"]
+    assert viewer.layers[0].data.shape == viewer.layers[1].data.shape == (32, 128, 128)
+    assert set(np.unique(viewer.layers[1].data)) == {0, 1}
+    _, panel = viewer.window.add_plugin_dock_widget(
+        "napari-cellseg-trainer", "Train segmentation model"
+    )
+    assert isinstance(panel, TrainWidget)
+    panel.use_sample_preset()
+    assert panel.train_button.isEnabled()
+    # The layers show image 0 of the folder the preset trains on.
+    from napari_cellseg_trainer.data import load_folder
+
+    images = load_folder(panel.form.cfg.loader.datafolder, 1, 2, [4, 12, 12])
+    assert np.array_equal(images[0].label, viewer.layers[1].data)

@@ -46,22 +46,39 @@ class PreviewLayers:
         for name in NAMES:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        others = list(self.viewer.layers)
-        z, _, x = arrays[0].shape
-        right = max((layer.extent.world[1][-1] for layer in others), default=-_GAP)
-        mid_z = 0.0
-        if others:
-            mid_z = float(
-                np.mean([(l.extent.world[0][0] + l.extent.world[1][0]) / 2 for l in others])
-            )
-        translate_z = max(0.0, round(mid_z - z / 2))
-        for i, (name, data) in enumerate(zip(NAMES, arrays, strict=True)):
-            translate = (translate_z, 0, right + _GAP + i * (x + _GAP))
-            if i == 1:
-                self.viewer.add_labels(data, name=name, translate=translate)
-            elif i == 2:
-                self.viewer.add_image(
-                    data, name=name, translate=translate, colormap="magma", contrast_limits=(0, 1)
-                )
+        scale, translates = placement(
+            arrays[0].shape, [layer.extent.world for layer in self.viewer.layers]
+        )
+        kinds = ("image", "labels", "probability")
+        for name, data, kind, translate in zip(NAMES, arrays, kinds, translates, strict=True):
+            common = {"name": name, "scale": scale, "translate": translate}
+            if kind == "labels":
+                self.viewer.add_labels(data, **common)
+            elif kind == "probability":
+                self.viewer.add_image(data, colormap="magma", contrast_limits=(0, 1), **common)
             else:
-                self.viewer.add_image(data, name=name, translate=translate, colormap="gray")
+                self.viewer.add_image(data, colormap="gray", **common)
+
+
+def placement(
+    shape: tuple[int, ...], extents: list[np.ndarray]
+) -> tuple[tuple[float, ...], list[tuple[float, ...]]]:
+    """Scale and translations that put three patches side by side, right of the open data.
+
+    Patches are magnified in y-x to about a third of the data's height (a 12-voxel patch beside a
+    600-voxel image would be invisible) and centred on the data's middle z plane, where napari
+    opens, so they are in view without scrolling.
+    """
+    z, y, x = shape
+    extents = [e for e in extents if e.shape[1] >= 3]
+    if not extents:
+        return (1.0, 1.0, 1.0), [(0.0, 0.0, i * (x + _GAP)) for i in range(3)]
+    low = np.min([e[0][-3:] for e in extents], axis=0)
+    high = np.max([e[1][-3:] for e in extents], axis=0)
+    zoom = float(max(1, int((high[1] - low[1]) / 3 // y)))
+    mid_z = (low[0] + high[0]) / 2
+    step = x * zoom + _GAP
+    z0 = float(max(low[0], round(mid_z - z / 2)))
+    return (1.0, zoom, zoom), [
+        (z0, float(low[1]), float(high[2]) + _GAP + i * step) for i in range(3)
+    ]

@@ -54,7 +54,9 @@ def run_predict(args: argparse.Namespace) -> int:
         data = config.apply_overrides(data, args.overrides) if args.overrides else data
         cfg = config.from_mapping(config.PredictConfig, data, source="predict")
     else:
-        raise config.ConfigError([config.Problem("", "give --config FILE, or --checkpoint CK and --input IMG")])
+        raise config.ConfigError(
+            [config.Problem("", "give --config FILE, or --checkpoint CK and --input IMG")]
+        )
     if args.threshold is not None:
         cfg.Threshold = args.threshold
     if args.device:

@@ -28,7 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a config file")
     p.add_argument("--config", required=True, help="training config (YAML)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set loader.batch_size=4 (repeatable)",
     )
     p.set_defaults(run=run_train)
@@ -67,7 +71,10 @@ class _StopOnSigint:
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.stop.set()
-        tqdm.write("stopping after this batch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        tqdm.write(
+            "stopping after this batch and saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -111,7 +118,9 @@ class ProgressBar:
             self.bar.set_description(f"epoch {min(event.epoch + 1, self.epochs)}/{self.epochs}")
             self.bar.set_postfix(loss=f"{event.mean_loss:.4g}")
         elif isinstance(event, BufferDrawn) and event.seconds > 1:
-            tqdm.write(f"patch buffer of {event.n_patches} drawn in {event.seconds:.1f} s", file=sys.stderr)
+            tqdm.write(
+                f"patch buffer of {event.n_patches} drawn in {event.seconds:.1f} s", file=sys.stderr
+            )
         elif isinstance(event, ValidationDone):
             figures = ", ".join(
                 f"output {o} class {c}: {v:.3f}"

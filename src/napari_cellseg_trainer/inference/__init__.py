@@ -1,5 +1,19 @@
 """Whole-volume tiled prediction (also used by validation)."""
 
-from .predict import PredictionCancelled, blend_window, postprocess, predict_volume, resize, tile_starts
+from .predict import (
+    PredictionCancelled,
+    blend_window,
+    postprocess,
+    predict_volume,
+    resize,
+    tile_starts,
+)
 
-__all__ = ["PredictionCancelled", "blend_window", "postprocess", "predict_volume", "resize", "tile_starts"]
+__all__ = [
+    "PredictionCancelled",
+    "blend_window",
+    "postprocess",
+    "predict_volume",
+    "resize",
+    "tile_starts",
+]

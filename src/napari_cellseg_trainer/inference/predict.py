@@ -96,7 +96,11 @@ def predict_volume(
         strides = [max(1, int(round(o * (1 - overlap)))) for o in size_out]
     else:
         strides = list(size_out)
-    corners = list(itertools.product(*(tile_starts(n, o, s) for n, o, s in zip(full, size_out, strides, strict=True))))
+    corners = list(
+        itertools.product(
+            *(tile_starts(n, o, s) for n, o, s in zip(full, size_out, strides, strict=True))
+        )
+    )
 
     exact = out is not None and out.shape[1:] == full
     acc = out if exact else np.zeros((len(output_pairs), *full), dtype=np.float32)
@@ -112,10 +116,21 @@ def predict_volume(
             if should_cancel is not None and should_cancel():
                 raise PredictionCancelled
             batch = corners[begin : begin + batch_size]
-            tiles = np.stack([padded[:, z : z + size_in[0], y : y + size_in[1], x : x + size_in[2]] for z, y, x in batch])
-            probs = _predict_tiles(model, torch.from_numpy(tiles).to(device), output_pairs, runtime_aug)
+            tiles = np.stack(
+                [
+                    padded[:, z : z + size_in[0], y : y + size_in[1], x : x + size_in[2]]
+                    for z, y, x in batch
+                ]
+            )
+            probs = _predict_tiles(
+                model, torch.from_numpy(tiles).to(device), output_pairs, runtime_aug
+            )
             for (z, y, x), prob in zip(batch, probs, strict=True):
-                region = (slice(z, z + size_out[0]), slice(y, y + size_out[1]), slice(x, x + size_out[2]))
+                region = (
+                    slice(z, z + size_out[0]),
+                    slice(y, y + size_out[1]),
+                    slice(x, x + size_out[2]),
+                )
                 if weight is None:
                     acc[(slice(None), *region)] = prob
                 else:
@@ -160,7 +175,12 @@ def postprocess(prob: np.ndarray, *, threshold: float, minmax: bool = False) -> 
     return prob
 
 
-def resize(image: np.ndarray, ratio: Sequence[float], order: int = 1, target_shape: Sequence[int] | None = None) -> np.ndarray:
+def resize(
+    image: np.ndarray,
+    ratio: Sequence[float],
+    order: int = 1,
+    target_shape: Sequence[int] | None = None,
+) -> np.ndarray:
     """Zoom a (Z, Y, X) array by ``ratio``, or back to exactly ``target_shape``."""
     if target_shape is not None:
         ratio = [t / s for t, s in zip(target_shape, image.shape, strict=True)]

@@ -21,7 +21,9 @@ Progress = Callable[[int, int], None]
 _STEM_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".czi", ".nd2", ".lif", ".zarr")
 
 
-def load_model(cfg: PredictConfig | TrainConfig, checkpoint: str | Path, device: torch.device) -> torch.nn.Module:
+def load_model(
+    cfg: PredictConfig | TrainConfig, checkpoint: str | Path, device: torch.device
+) -> torch.nn.Module:
     """Build the config's model and load the checkpoint's weights (strict); eval mode."""
     model = build_model(cfg.model.name, cfg.nchannel, cfg.nclass, cfg.model.zoom_ratio)
     ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint, map_location="cpu"))
@@ -84,7 +86,9 @@ def select_channels(image: np.ndarray, channels: list[int], source: str | Path) 
     count = image.shape[0]
     bad = [c for c in channels if not -count <= c < count]
     if bad:
-        raise ImageReadError(f"{source}: InputCh {channels} asks for channel {bad[0]}, but the image has {count}")
+        raise ImageReadError(
+            f"{source}: InputCh {channels} asks for channel {bad[0]}, but the image has {count}"
+        )
     return np.stack([image[c] for c in channels]).astype(np.float32, copy=False)
 
 
@@ -105,9 +109,18 @@ def segment(
         image = np.stack([resize(ch, ratio, order=1) for ch in image])
     pairs = tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True))
     prob = predict_volume(
-        model, image, cfg.size_in, cfg.size_out, output_pairs=pairs, tiling=cfg.tiling,
-        overlap=cfg.overlap, batch_size=cfg.batch_size, runtime_aug=cfg.RuntimeAug,
-        device=device, progress=progress, should_cancel=should_cancel,
+        model,
+        image,
+        cfg.size_in,
+        cfg.size_out,
+        output_pairs=pairs,
+        tiling=cfg.tiling,
+        overlap=cfg.overlap,
+        batch_size=cfg.batch_size,
+        runtime_aug=cfg.RuntimeAug,
+        device=device,
+        progress=progress,
+        should_cancel=should_cancel,
     )
     if resized:
         prob = np.stack([resize(p, ratio, order=1, target_shape=shape) for p in prob])
@@ -133,7 +146,9 @@ def run_prediction(
         for t, volume in enumerate(stack):
             label = f"{source.name}" + (f" T={t}" if cfg.mode.timelapse else "")
             report = functools.partial(progress, label) if progress else None
-            result = segment(model, select_channels(volume, cfg.InputCh, source), cfg, device, report)
+            result = segment(
+                model, select_channels(volume, cfg.InputCh, source), cfg, device, report
+            )
             paths = output_paths(cfg, source, t if cfg.mode.timelapse else None)
             written += [write_ome_tiff(p, r) for p, r in zip(paths, result, strict=True)]
     return written

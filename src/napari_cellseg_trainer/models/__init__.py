@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from torch import nn
 
 from . import geometry
-from .geometry import MODEL_NAMES, InvalidSizeError, is_valid_size_in, margin, nearest_valid_size_in, size_out
+from .geometry import (
+    MODEL_NAMES,
+    InvalidSizeError,
+    is_valid_size_in,
+    margin,
+    nearest_valid_size_in,
+    size_out,
+)
 from .unet_xy import UNetXY, UNetXYZoom
 
 __all__ = [

@@ -26,7 +26,9 @@ class InvalidSizeError(ValueError):
 def _check_model(model: str, zoom_ratio: int) -> None:
     if model not in MODEL_NAMES:
         raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODEL_NAMES)}")
-    if model == "unet_xy_zoom" and (isinstance(zoom_ratio, bool) or not isinstance(zoom_ratio, int) or zoom_ratio < 2):
+    if model == "unet_xy_zoom" and (
+        isinstance(zoom_ratio, bool) or not isinstance(zoom_ratio, int) or zoom_ratio < 2
+    ):
         raise InvalidSizeError(f"zoom_ratio must be an integer >= 2, got {zoom_ratio!r}", [])
 
 
@@ -72,7 +74,9 @@ def is_valid_size_in(model: str, size_in: Sequence[int], zoom_ratio: int = 3) ->
     return True
 
 
-def nearest_valid_size_in(model: str, size_in: Sequence[int], zoom_ratio: int = 3) -> list[tuple[int, int, int]]:
+def nearest_valid_size_in(
+    model: str, size_in: Sequence[int], zoom_ratio: int = 3
+) -> list[tuple[int, int, int]]:
     """Valid sizes closest to ``size_in``: each axis rounded down, then each rounded up."""
     _check_model(model, zoom_ratio)
     k = _zoom(model, zoom_ratio)

@@ -81,7 +81,9 @@ class UNetXYZoom(_UNetXYBase):
 
     model_name = "unet_xy_zoom"
 
-    def __init__(self, nchannel: int = 1, nclass: Sequence[int] = (2, 2, 2), zoom_ratio: int = 3) -> None:
+    def __init__(
+        self, nchannel: int = 1, nclass: Sequence[int] = (2, 2, 2), zoom_ratio: int = 3
+    ) -> None:
         super().__init__(nchannel, nclass)
         k = int(zoom_ratio)
         if k < 2:
@@ -92,8 +94,12 @@ class UNetXYZoom(_UNetXYBase):
         self.up0 = nn.ConvTranspose3d(64, 64, kernel_size=(1, k, k), stride=(1, k, k))
         self.dc0 = decoder_block(64, 64)
         self.predict0 = nn.Conv3d(64, n0, 1)
-        self.up1a = nn.ConvTranspose3d(128, n1, kernel_size=(1, 2 * k, 2 * k), stride=(1, 2 * k, 2 * k))
-        self.up2a = nn.ConvTranspose3d(256, n2, kernel_size=(1, 4 * k, 4 * k), stride=(1, 4 * k, 4 * k))
+        self.up1a = nn.ConvTranspose3d(
+            128, n1, kernel_size=(1, 2 * k, 2 * k), stride=(1, 2 * k, 2 * k)
+        )
+        self.up2a = nn.ConvTranspose3d(
+            256, n2, kernel_size=(1, 4 * k, 4 * k), stride=(1, 4 * k, 4 * k)
+        )
         self.conv1a = nn.Conv3d(n1, n1, 3)
         self.conv2a = nn.Conv3d(n2, n2, 3)
         self.predict1a = nn.Conv3d(n1, n1, 1)

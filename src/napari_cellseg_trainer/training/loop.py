@@ -70,7 +70,11 @@ def train(
 
     if images is None:
         images = load_folder(
-            cfg.loader.datafolder, cfg.nchannel, min(cfg.nclass), cfg.size_out, cfg.loss.ignore_index
+            cfg.loader.datafolder,
+            cfg.nchannel,
+            min(cfg.nclass),
+            cfg.size_out,
+            cfg.loss.ignore_index,
         )
     train_images, val_images = split_validation(images, cfg.validation, rng)
 
@@ -87,8 +91,13 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     n_patches = cfg.loader.PatchPerBuffer
     buffer = PatchBuffer(
-        train_images, n_patches, cfg.size_in, cfg.size_out, rng,
-        workers=cfg.loader.NumWorkers, prefetch=True,
+        train_images,
+        n_patches,
+        cfg.size_in,
+        cfg.size_out,
+        rng,
+        workers=cfg.loader.NumWorkers,
+        prefetch=True,
     )
     yield TrainingStarted(
         device=describe_device(device),
@@ -136,7 +145,9 @@ def train(
                 if cfg.preview_every_n_iter and iteration % cfg.preview_every_n_iter == 0:
                     yield _preview(epoch, iteration, raw, label, outputs[0], cfg)
             epoch += 1
-            yield EpochEnd(epoch, float(np.mean(losses)), iteration, time.perf_counter() - epoch_start)
+            yield EpochEnd(
+                epoch, float(np.mean(losses)), iteration, time.perf_counter() - epoch_start
+            )
             if val_images and epoch % cfg.validation.validate_every_n_epoch == 0:
                 pairs, iou = validate(model, val_images, cfg, device)
                 yield ValidationDone(epoch, pairs, iou)

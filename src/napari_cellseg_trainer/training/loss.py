@@ -32,7 +32,9 @@ def weighted_nll(
 class AuxLoss(torch.nn.Module):
     """``sum_i loss_weight[i] * weighted_nll(outputs[i])``; one label volume serves all outputs."""
 
-    def __init__(self, loss_weight: Sequence[float] = (1.0, 1.0, 1.0), ignore_index: int | None = None):
+    def __init__(
+        self, loss_weight: Sequence[float] = (1.0, 1.0, 1.0), ignore_index: int | None = None
+    ):
         super().__init__()
         self.loss_weight = tuple(float(w) for w in loss_weight)
         self.ignore_index = ignore_index

@@ -50,7 +50,13 @@ class MetricsRecorder:
             if new:
                 writer.writerow(COLUMNS)
             writer.writerow(
-                [event.epoch, event.iterations, f"{event.mean_loss:.6g}", f"{event.seconds:.3f}", ""]
+                [
+                    event.epoch,
+                    event.iterations,
+                    f"{event.mean_loss:.6g}",
+                    f"{event.seconds:.3f}",
+                    "",
+                ]
             )
 
     def _rewrite_validation(self, epoch: int) -> None:

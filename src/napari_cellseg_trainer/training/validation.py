@@ -26,14 +26,23 @@ def split_validation(
         held = {int(v) for v in leave}
         outside = sorted(i for i in held if i >= len(images))
         if outside:
-            raise ConfigError([Problem(
-                "validation.leaveout",
-                f"image index {outside} does not exist: there are {len(images)} images (0-{len(images) - 1})",
-            )])
+            raise ConfigError(
+                [
+                    Problem(
+                        "validation.leaveout",
+                        f"image index {outside} does not exist: there are {len(images)} images (0-{len(images) - 1})",
+                    )
+                ]
+            )
     if len(held) >= len(images):
-        raise ConfigError([Problem(
-            "validation.leaveout", f"holds out all {len(images)} images: none is left to train on"
-        )])
+        raise ConfigError(
+            [
+                Problem(
+                    "validation.leaveout",
+                    f"holds out all {len(images)} images: none is left to train on",
+                )
+            ]
+        )
     train = [im for i, im in enumerate(images) if i not in held]
     val = [im for i, im in enumerate(images) if i in held]
     return train, val
@@ -44,7 +53,9 @@ def output_pairs(flat: Sequence[int]) -> tuple[tuple[int, int], ...]:
     return tuple((int(a), int(b)) for a, b in zip(flat[::2], flat[1::2], strict=True))
 
 
-def iou_within_cost(probability: np.ndarray, label: np.ndarray, costmap: np.ndarray, cls: int) -> float:
+def iou_within_cost(
+    probability: np.ndarray, label: np.ndarray, costmap: np.ndarray, cls: int
+) -> float:
     """IoU of (probability > 0.5) against (label == cls), counting voxels with cost > 0 only."""
     counted = costmap > 0
     pred = (probability > 0.5) & counted

@@ -1,0 +1,208 @@
+"""Normalisation recipes, checked against predict.md's formulas written out here in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cellseg_trainer.normalization import NormalizationError, normalize
+
+SPEC_IDS = [0, 1, 2, 4, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18]
+
+
+# ----------------------------------------------------------------- reference formulas (float64)
+
+
+def ref_gaussian(img: np.ndarray, sigma: float, truncate: float = 3.0) -> np.ndarray:
+    """Separable Gaussian with "nearest" edges, radius int(truncate * sigma + 0.5).
+
+    Along each axis the filter is a matrix: output i takes weight w[k] from voxel
+    clamp(i + k, 0, n - 1), so the edge voxel collects the weight of every tap beyond it.
+    """
+    radius = int(truncate * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (taps / sigma) ** 2)
+    weights /= weights.sum()
+    out = img.astype(np.float64)
+    for axis, n in enumerate(img.shape):
+        matrix = np.zeros((n, n))
+        for i in range(n):
+            np.add.at(matrix[i], np.clip(i + taps, 0, n - 1), weights)
+        out = np.moveaxis(np.tensordot(matrix, np.moveaxis(out, axis, 0), axes=1), 0, axis)
+    return out
+
+
+def ref_clip_scale(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (np.clip(img, lo, hi) - lo + 1e-8) / (hi - lo + 1e-8)
+
+
+def ref_auto_contrast(img, a, b, high=-1.0, low=-1.0) -> np.ndarray:
+    img = img.astype(np.float64)
+    values = img
+    if high > 0:
+        values = values[values < high]
+    if low > 0:
+        values = values[values > low]
+    m = values.sum() / values.size
+    s = np.sqrt(((values - m) ** 2).sum() / values.size)  # population std
+    return ref_clip_scale(img, max(m - a * s, img.min()), min(m + b * s, img.max()))
+
+
+def ref_background_sub(img: np.ndarray, r: float) -> np.ndarray:
+    d = img.astype(np.float64) - ref_gaussian(img, r)
+    return (d - d.min()) / (d.max() - d.min())
+
+
+def ref_mean_std(img, a, b, lo_is_min=False) -> np.ndarray:
+    img = img.astype(np.float64)
+    m = img.sum() / img.size
+    s = np.sqrt(((img - m) ** 2).sum() / img.size)
+    lo = img.min() if lo_is_min else max(m - a * s, img.min())
+    return ref_clip_scale(img, lo, min(m + b * s, img.max()))
+
+
+def ref_suppress_then_bg(img: np.ndarray) -> np.ndarray:
+    img = img.astype(np.float64).copy()
+    img[img > 4000] = img.min()
+    return ref_background_sub(img, 50)
+
+
+REFERENCE = {
+    0: lambda c: (c - c.min()) / (c.max() - c.min()),
+    1: lambda c: ref_mean_std(c, 2, 11),
+    2: lambda c: ref_auto_contrast(c, 2.5, 10),
+    4: lambda c: ref_auto_contrast(c, 1, 15),
+    7: lambda c: ref_auto_contrast(c, 1, 6),
+    10: lambda c: ref_mean_std(c, 0, 25, lo_is_min=True),
+    11: lambda c: ref_background_sub(c, 50),
+    12: lambda c: ref_auto_contrast(ref_background_sub(c, 50), 2.5, 10),
+    13: lambda c: ref_auto_contrast(ref_background_sub(c, 50), 2, 11),
+    14: lambda c: ref_auto_contrast(c, 1, 10),
+    15: ref_suppress_then_bg,
+    16: lambda c: ref_auto_contrast(ref_background_sub(c, 50), 1.5, 6),
+    17: lambda c: ref_auto_contrast(ref_background_sub(c, 50), 1, 10),
+    18: lambda c: ref_auto_contrast(ref_background_sub(c, 50), 1.5, 10),
+}
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    """(2, 4, 16, 12): two channels of different brightness, integer-valued, with outliers.
+
+    768 voxels per channel, so one outlier can lie more than 25 std above the mean: channel 0's
+    bright voxel is clipped by every recipe's upper end and its dark voxel by the lower ends;
+    channel 1 has voxels above 4000 (recipe 15) and a gradient for the background subtraction.
+    """
+    rng = np.random.default_rng(3)
+    img = np.empty((2, 4, 16, 12))
+    img[0] = np.round(rng.normal(100, 10, (4, 16, 12)))
+    img[0, 0, 0, 0], img[0, 3, 15, 11] = 1100, 5
+    img[1] = np.round(rng.normal(2000, 300, (4, 16, 12))) + np.arange(12) * 50
+    img[1, 1, 2, 3], img[1, 2, 0, 5] = 6000, 4500
+    return img
+
+
+def test_the_spec_lists_exactly_the_recipes_checked_here():
+    assert sorted(REFERENCE) == SPEC_IDS
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+@pytest.mark.parametrize("recipe", SPEC_IDS)
+def test_each_recipe_matches_the_formula_per_channel(recipe, dtype, image):
+    result = normalize(image.astype(dtype), recipe)
+    assert result.dtype == np.float32
+    assert result.shape == image.shape
+    for c in range(image.shape[0]):
+        expected = REFERENCE[recipe](image[c])
+        np.testing.assert_allclose(
+            result[c], expected, rtol=1e-5, atol=2e-6, err_msg=f"channel {c}"
+        )
+        assert 0.0 <= result[c].min() and result[c].max() <= 1.0 + 1e-6
+
+
+def test_the_test_image_exercises_the_clipping(image):
+    """Guard for the test above: on this image each recipe clips, so differs from min-max."""
+    plain = REFERENCE[0](image[0])
+    for recipe in (1, 2, 4, 7, 10, 14):
+        assert np.abs(REFERENCE[recipe](image[0]) - plain).max() > 5e-3, recipe
+    assert not np.allclose(REFERENCE[15](image[1]), REFERENCE[11](image[1]), atol=1e-2)
+
+
+def test_a_hand_computed_example():
+    """auto_contrast(1, 6) on five values, worked out on paper: m = 4, s = 2."""
+    img = np.array([2.0, 2.0, 4.0, 4.0, 8.0], dtype=np.float32).reshape(1, 1, 1, 5)
+    # lo = max(4 - 2, 2) = 2, hi = min(4 + 12, 8) = 8: (x - 2) / 6.
+    expected = np.array([0.0, 0.0, 1 / 3, 1 / 3, 1.0]) + 1e-8 / 6
+    np.testing.assert_allclose(normalize(img, 7)[0, 0, 0], expected, rtol=1e-6, atol=1e-7)
+    # recipe 1: lo = max(4 - 4, 2) = 2, hi = min(4 + 22, 8) = 8: the same here.
+    np.testing.assert_allclose(normalize(img, 1)[0, 0, 0], expected, rtol=1e-6, atol=1e-7)
+    # min-max.
+    np.testing.assert_allclose(normalize(img, 0)[0, 0, 0], [0, 0, 1 / 3, 1 / 3, 1], rtol=1e-6)
+
+
+def test_dict_form_applies_each_channels_steps_in_order(image):
+    recipe = {
+        "ops": [
+            {
+                "ch": [
+                    {"name": "background_sub", "sigma": 2},
+                    {"name": "auto_contrast", "param": [1.5, 6]},
+                ]
+            },
+            {"ch": [{"name": "auto_contrast", "param": [1, 6, 4000, 1500]}]},
+        ]
+    }
+    result = normalize(image.astype(np.float32), recipe)
+    assert result.dtype == np.float32 and result.shape == image.shape
+    expected0 = ref_auto_contrast(ref_background_sub(image[0], 2), 1.5, 6)
+    expected1 = ref_auto_contrast(image[1], 1, 6, high=4000, low=1500)
+    np.testing.assert_allclose(result[0], expected0, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(result[1], expected1, rtol=1e-5, atol=2e-6)
+    # high/low change the fit: without them the bright voxels widen the std.
+    assert not np.allclose(expected1, ref_auto_contrast(image[1], 1, 6), atol=1e-3)
+
+
+@pytest.mark.parametrize("recipe", [3, 5, 19, -1, "10", 10.0, True, None])
+def test_an_unknown_recipe_id_names_the_valid_ones(recipe, image):
+    with pytest.raises(NormalizationError) as err:
+        normalize(image, recipe)
+    assert f"unknown Normalization recipe {recipe!r}" in str(err.value)
+    assert "valid ids: 0, 1, 2, 4, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("ops", "message"),
+    [
+        ([{"ch": [{"name": "gamma", "value": 2}]}] * 2, "unknown normalisation step"),
+        (
+            [{"ch": [{"name": "auto_contrast", "param": [1]}]}] * 2,
+            "needs param [a, b] or [a, b, high, low]",
+        ),
+        ([{"ch": []}], "one entry per channel (2)"),
+        ([{"steps": []}] * 2, "ops[0] must be {ch: [steps]}"),
+    ],
+)
+def test_a_bad_dict_recipe_is_a_clear_error(ops, message, image):
+    with pytest.raises(NormalizationError) as err:
+        normalize(image, {"ops": ops})
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("value", [0.0, 123.4, 5000.0])
+@pytest.mark.parametrize("recipe", SPEC_IDS)
+def test_a_constant_image_gives_a_constant_finite_result(recipe, value):
+    result = normalize(np.full((1, 3, 4, 5), value, dtype=np.float32), recipe)
+    assert np.isfinite(result).all()
+    assert result.min() == result.max()
+    assert 0.0 <= result.min() <= 1.0
+    if recipe in (1, 2, 4, 7, 10, 14):
+        # (img - lo + 1e-8) / (hi - lo + 1e-8) with lo = hi = the value.
+        assert result.min() == pytest.approx(1.0)
+
+
+def test_input_is_not_modified(image):
+    original = image.astype(np.float32)
+    copy = original.copy()
+    for recipe in (0, 7, 15):
+        normalize(original, recipe)
+    np.testing.assert_array_equal(original, copy)
