@@ -37,7 +37,7 @@ def bare_step_times(size_in, size_out, batch: int, iters: int, warmup: int = 2) 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        float(loss)
+        float(loss.detach())
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times

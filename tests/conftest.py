@@ -9,6 +9,7 @@ import torch
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
+from napari_cellseg_trainer.training import CheckpointSaved, train
 
 # Two cores: keep torch from oversubscribing them when tests run beside each other.
 torch.set_num_threads(2)
@@ -42,3 +43,16 @@ def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
     cfg.preview_every_n_iter = 1
     assert config.validate(cfg) == []
     return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(sample_folder, tmp_path_factory) -> Path:
+    """A unet_xy checkpoint (with its config) after one tiny training step on the sample data."""
+    cfg = config.template("unet_xy")
+    cfg.size_in, cfg.size_out = list(TINY_IN), list(TINY_OUT)
+    cfg.loader.datafolder = str(sample_folder)
+    cfg.loader.batch_size, cfg.loader.PatchPerBuffer = 1, 1
+    cfg.checkpoint_dir = str(tmp_path_factory.mktemp("ck"))
+    cfg.epochs = cfg.save_every_n_epoch = 1
+    cfg.learning_rate, cfg.seed, cfg.device, cfg.preview_every_n_iter = 1e-3, 0, "cpu", 0
+    return [e.path for e in train(cfg) if isinstance(e, CheckpointSaved)][-1]

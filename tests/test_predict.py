@@ -173,6 +173,39 @@ def test_both_tilings_agree_and_cover_several_tiles():
     np.testing.assert_allclose(blend, established, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("tiling", ["blend", "established"])
+@pytest.mark.parametrize(
+    "planes", [(9, 13), (0, 2), (20, 22), (5, 19)], ids=["middle", "first", "last", "several"]
+)
+def test_predicting_some_planes_equals_those_planes_of_the_whole_answer(tiling, planes):
+    image = np.random.default_rng(4).random((1, 22, 70, 45), dtype=np.float32)
+    kernel = random_kernel(1)
+    size_in, size_out = conv_sizes(kernel, (8, 32, 32))
+    model = ConvModel(kernel)
+    part = predict_volume(model, image, size_in, size_out, tiling=tiling, planes=planes)
+    start, stop = planes
+    assert part.shape == (1, stop - start, 70, 45)
+    np.testing.assert_allclose(
+        part[0], expected_main(image, kernel)[start:stop], rtol=1e-5, atol=1e-6
+    )
+    # y [0, 32/24, 38] x x [0, 13] tiles per z layer; planes within one tile depth need one layer.
+    per_layer = 6
+    layers = sum(model.batches) // per_layer
+    assert sum(model.batches) % per_layer == 0
+    assert layers == (1 if stop - start <= 8 else 2)  # 14 planes: z [0, 6]
+
+
+def test_planes_outside_the_volume_are_refused():
+    with pytest.raises(ValueError, match="planes must lie within 0..10"):
+        predict_volume(
+            ConvModel(random_kernel(1)),
+            np.zeros((1, 10, 20, 20), np.float32),
+            (10, 36, 36),
+            (8, 32, 32),
+            planes=(8, 12),
+        )
+
+
 def test_output_pairs_pick_outputs_and_classes():
     image = np.random.default_rng(4).random((1, 6, 30, 30), dtype=np.float32)
     kernel = random_kernel(1)

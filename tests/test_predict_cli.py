@@ -8,22 +8,9 @@ import tifffile
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.cli import main
-from napari_cellseg_trainer.training import CheckpointSaved, train
 
 # Prediction may use larger tiles than training (the network is fully convolutional).
 BIG_TILES = ["--set", "size_in=[32, 132, 132]"]
-
-
-@pytest.fixture(scope="module")
-def trained_checkpoint(sample_folder, tmp_path_factory):
-    cfg = config.template("unet_xy")
-    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
-    cfg.loader.datafolder = str(sample_folder)
-    cfg.loader.batch_size, cfg.loader.PatchPerBuffer = 1, 1
-    cfg.checkpoint_dir = str(tmp_path_factory.mktemp("ck"))
-    cfg.epochs = cfg.save_every_n_epoch = 1
-    cfg.learning_rate, cfg.seed, cfg.device, cfg.preview_every_n_iter = 1e-3, 0, "cpu", 0
-    return [e.path for e in train(cfg) if isinstance(e, CheckpointSaved)][-1]
 
 
 @pytest.fixture

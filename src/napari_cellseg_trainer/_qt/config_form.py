@@ -165,6 +165,9 @@ class ConfigForm(QWidget):
         Group names in display order; fields of other groups go last.
     collapsed
         Groups shown collapsed at first.
+    keys
+        Show only these fields (dotted keys); the others keep their values in ``cfg`` and
+        their problems are left to the panel.
     """
 
     changed = Signal()  # the config or its problems changed
@@ -181,6 +184,7 @@ class ConfigForm(QWidget):
             "runtime",
         ),
         collapsed: tuple[str, ...] = ("validation", "runtime"),
+        keys: tuple[str, ...] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -192,7 +196,8 @@ class ConfigForm(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         by_group: dict[str, list[FieldSpec]] = {}
         for spec in iter_fields(cls):
-            by_group.setdefault(spec.group, []).append(spec)
+            if keys is None or spec.key in keys:
+                by_group.setdefault(spec.group, []).append(spec)
         order = [g for g in groups if g in by_group] + [g for g in by_group if g not in groups]
         for group in order:
             container = widgets.Container(labels=True)
@@ -221,11 +226,13 @@ class ConfigForm(QWidget):
 
     def set_config(self, cfg: Any) -> None:
         """Copy every value of ``cfg`` into the form's config object and widgets."""
-        for key, editor in self.editors.items():
-            value = get_value(cfg, key)
-            set_value(self.cfg, key, value)
-            editor.write(value)
-            editor.mark("")
+        for spec in iter_fields(type(self.cfg)):
+            value = get_value(cfg, spec.key)
+            set_value(self.cfg, spec.key, value)
+            editor = self.editors.get(spec.key)
+            if editor is not None:
+                editor.write(value)
+                editor.error = ""
         self._refresh()
 
     def set_value(self, key: str, value: Any) -> None:
@@ -262,7 +269,11 @@ class ConfigForm(QWidget):
             if isinstance(cfg, config_mod.TrainConfig)
             else config_mod.validate_predict
         )
-        rule_problems = [p for p in validate(cfg) if p.key not in {q.key for q in field_problems}]
+        rule_problems = [
+            p
+            for p in validate(cfg)
+            if p.key in self.editors and p.key not in {q.key for q in field_problems}
+        ]
         self._problems = field_problems + rule_problems
         marks = {p.key: p.message for p in reversed(self._problems)}
         for key, editor in self.editors.items():

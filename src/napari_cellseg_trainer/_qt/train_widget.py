@@ -126,6 +126,11 @@ class TrainWidget(QWidget):
             self.use_sample_preset,
             "Train on the embedded sample data with small patches that train visibly on a CPU",
         )
+        self.preview_button = button(
+            "Preview latest checkpoint",
+            self.preview_latest_checkpoint,
+            "Segment the planes around the current z of the selected image with the newest checkpoint",
+        )
         self.train_button = button("Train", self.start_training, "Start training with this config")
         self.stop_button = button(
             "Stop", self.stop_training, "Stop after this batch and save a checkpoint"
@@ -142,6 +147,7 @@ class TrainWidget(QWidget):
         run = QHBoxLayout()
         run.addWidget(self.train_button)
         run.addWidget(self.stop_button)
+        run.addWidget(self.preview_button)
 
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
@@ -338,6 +344,32 @@ class TrainWidget(QWidget):
         self.worker = None
         self.plot.flush()
         self._update_buttons()
+
+    # ------------------------------------------------------------------ prediction
+
+    def preview_latest_checkpoint(self):
+        """Open the prediction panel on the newest checkpoint and preview the current image."""
+        from ..checkpoint import latest_checkpoint
+        from .layers import user_images
+
+        folder = self.form.cfg.checkpoint_dir
+        path = self.last_checkpoint or (latest_checkpoint(folder) if folder else None)
+        if path is None:
+            show_error(f"no checkpoint yet in {folder or 'checkpoint_dir (empty)'}: train first")
+            return None
+        images = user_images(self.viewer)
+        active = self.viewer.layers.selection.active
+        layer = active if active in images else (images[0] if images else None)
+        if layer is None:
+            show_error("open an image to preview the checkpoint on")
+            return None
+        _, panel = self.viewer.window.add_plugin_dock_widget(
+            "napari-cellseg-trainer", "Predict with a model"
+        )
+        if not panel.load_checkpoint(path):
+            return None
+        panel.set_image(layer)
+        return panel.preview()
 
     # ------------------------------------------------------------------ closing napari
 

@@ -69,6 +69,7 @@ def predict_volume(
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     out: np.ndarray | None = None,
+    planes: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Probabilities (n_pairs, Z, Y, X) float32 for a (C, Z, Y, X) image.
 
@@ -82,14 +83,24 @@ def predict_volume(
     progress : called with (tiles done, tiles in all) after each batch.
     should_cancel : checked between batches; True raises PredictionCancelled.
     out : a preallocated (n_pairs, Z, Y, X) float32 array (e.g. a memmap) to fill.
+    planes : (start, stop): predict only these output planes (the rest of the volume still
+        serves as z context); the result is then (n_pairs, stop - start, Y, X).
     """
     if tiling not in TILINGS:
         raise ValueError(f"tiling must be one of {TILINGS}, got {tiling!r}")
     if image.ndim != 4:
         raise ValueError(f"image must be (C, Z, Y, X), got shape {image.shape}")
     device = torch.device(device)
-    shape = image.shape[1:]
     size_in, size_out = tuple(size_in), tuple(size_out)
+    depth = image.shape[1]
+    asked = (0, depth) if planes is None else tuple(planes)
+    if not 0 <= asked[0] < asked[1] <= depth:
+        raise ValueError(f"planes must lie within 0..{depth}, got {planes}")
+    # Compute at least one tile's depth of planes (all real data where the volume allows).
+    need = min(depth, size_out[0])
+    first = min(asked[0], depth - need)
+    stop = max(asked[1], first + need)
+    shape = (stop - first, *image.shape[2:])
     padded = pad_for_tiles(image.astype(np.float32, copy=False), size_in, size_out)
     full = tuple(max(s, o) for s, o in zip(shape, size_out, strict=True))
     if tiling == "blend":
@@ -102,7 +113,7 @@ def predict_volume(
         )
     )
 
-    exact = out is not None and out.shape[1:] == full
+    exact = out is not None and out.shape[1:] == full and asked == (first, stop)
     acc = out if exact else np.zeros((len(output_pairs), *full), dtype=np.float32)
     if exact:
         acc[...] = 0
@@ -118,7 +129,12 @@ def predict_volume(
             batch = corners[begin : begin + batch_size]
             tiles = np.stack(
                 [
-                    padded[:, z : z + size_in[0], y : y + size_in[1], x : x + size_in[2]]
+                    padded[
+                        :,
+                        first + z : first + z + size_in[0],
+                        y : y + size_in[1],
+                        x : x + size_in[2],
+                    ]
                     for z, y, x in batch
                 ]
             )
@@ -142,7 +158,7 @@ def predict_volume(
         model.train(was_training)
     if weight is not None:
         acc /= weight
-    result = acc[:, : shape[0], : shape[1], : shape[2]]
+    result = acc[:, asked[0] - first : asked[1] - first, : shape[1], : shape[2]]
     if out is not None and not exact:
         out[...] = result
         return out

@@ -101,11 +101,33 @@ def segment(
     should_cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Normalise, resize, predict and post-process one (C, Z, Y, X) image: (n_pairs, Z, Y, X)."""
-    image = normalize(image, cfg.Normalization)
+    normalised = normalize(image, cfg.Normalization)
+    return segment_normalised(model, normalised, cfg, device, progress, should_cancel)
+
+
+def segment_normalised(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    cfg: PredictConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    planes: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """:func:`segment` for an image already normalised by ``cfg.Normalization``.
+
+    ``planes`` (start, stop) limits the output to those z planes (needs ``ResizeRatio`` 1 in z).
+    """
     ratio = tuple(cfg.ResizeRatio)
     resized = any(r != 1 for r in ratio)
+    if planes is not None and ratio[0] != 1:
+        raise ValueError(
+            "a preview of some planes needs ResizeRatio 1 in z; predict the whole volume"
+        )
     if resized:
         shape = image.shape[1:]
+        if planes is not None:
+            shape = (planes[1] - planes[0], *shape[1:])
         image = np.stack([resize(ch, ratio, order=1) for ch in image])
     pairs = tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True))
     prob = predict_volume(
@@ -121,11 +143,39 @@ def segment(
         device=device,
         progress=progress,
         should_cancel=should_cancel,
+        planes=planes,
     )
     if resized:
         prob = np.stack([resize(p, ratio, order=1, target_shape=shape) for p in prob])
     minmax = cfg.tiling == "established"  # the established tool rescales each output to [0, 1]
     return np.stack([postprocess(p, threshold=cfg.Threshold, minmax=minmax) for p in prob])
+
+
+def plane_window(depth: int, center: int, cfg: PredictConfig) -> tuple[int, int]:
+    """The output planes a quick preview computes around plane ``center``: one tile's depth."""
+    planes = min(depth, cfg.size_out[0])
+    start = min(max(0, center - planes // 2), depth - planes)
+    return start, start + planes
+
+
+def segment_planes(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    cfg: PredictConfig,
+    device: torch.device,
+    planes: tuple[int, int],
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Like :func:`segment`, for output planes ``planes`` (start, stop) only: (n_pairs, stop-start, Y, X).
+
+    The image is normalised whole (the recipes' statistics are the volume's), then only the
+    tiles covering those planes are predicted (the planes around them serve as z context), so a
+    preview costs one layer of tiles. ``ResizeRatio`` must be 1 in z (a resized z axis has no
+    plane-for-plane correspondence).
+    """
+    normalised = normalize(image, cfg.Normalization)
+    return segment_normalised(model, normalised, cfg, device, progress, should_cancel, planes)
 
 
 def run_prediction(

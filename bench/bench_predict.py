@@ -1,0 +1,115 @@
+"""Whole-volume prediction throughput and memory: a 1 x 65 x 624 x 924 float32 volume, unet_xy.
+
+Prints seconds, voxels per second, peak resident memory (and how it compares with
+3 x (input + output) in float32), and the share of the time spent in the model itself: the
+model is wrapped in a timer, so "bare model time for the same tiles" is measured in the same
+run as the whole prediction, tile for tile.
+
+    python bench/bench_predict.py [--size-in 48 308 308] [--tiling blend] [--batch 1] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from napari_cellseg_trainer.devices import describe_device, select_device
+from napari_cellseg_trainer.inference import predict_volume
+from napari_cellseg_trainer.models import build_model, geometry
+
+SHAPE = (1, 65, 624, 924)
+
+
+class TimedModel(torch.nn.Module):
+    """The model, with the wall time of every forward pass added up (synchronised on CUDA)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.device = device
+        self.seconds = 0.0
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self._sync()
+        start = time.perf_counter()
+        out = self.model(x)
+        self._sync()
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-in", type=int, nargs=3, default=[48, 308, 308])
+    parser.add_argument("--tiling", choices=["blend", "established"], default="blend")
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    device = select_device(args.device)
+    size_out = geometry.size_out("unet_xy", args.size_in)
+    rng = np.random.default_rng(0)
+    image = rng.random(SHAPE, dtype=np.float32)
+    baseline = peak_rss_mb()
+    model = TimedModel(build_model("unet_xy").to(device), device)
+    tiles_done = [0, 0]
+
+    def progress(done: int, total: int) -> None:
+        tiles_done[:] = [done, total]
+        print(f"\r  tiles {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    prob = predict_volume(
+        model,
+        image,
+        args.size_in,
+        list(size_out),
+        tiling=args.tiling,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        device=device,
+        progress=progress,
+    )
+    total = time.perf_counter() - start
+    print(file=sys.stderr)
+    voxels = int(np.prod(SHAPE[1:]))
+    io_mb = (image.nbytes + prob.nbytes) / 2**20
+    peak = peak_rss_mb()
+    print(
+        f"torch {torch.__version__} on {describe_device(device)}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"volume {SHAPE} float32, unet_xy size_in {args.size_in} -> size_out {list(size_out)}, "
+        f"tiling {args.tiling} (overlap {args.overlap}), {tiles_done[1]} tiles, batch {args.batch}"
+    )
+    print(f"total {total:.1f} s   {voxels / total:,.0f} voxels/s")
+    print(
+        f"model time {model.seconds:.1f} s in {model.calls} forward passes;"
+        f" model/total = {model.seconds / total:.3f}"
+    )
+    print(
+        f"peak RSS {peak:.0f} MB (before the model: {baseline:.0f} MB);"
+        f" input+output {io_mb:.0f} MB, 3x = {3 * io_mb:.0f} MB;"
+        f" peak/(input+output) = {peak / io_mb:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""The prediction dock widget: checkpoint + image layer in, probability and labels layers out.
+
+A quick preview segments the planes around the current z; "Whole volume" segments everything.
+Both run in a worker thread with progress and Cancel. The probabilities are kept, so the
+threshold slider redraws the labels at once, without a new inference.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui import widgets
+from napari.layers import Image
+from napari.qt.threading import FunctionWorker, create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from .. import config as config_mod
+from .._schema import ConfigError
+from ..errors import USER_ERRORS
+from .config_form import ConfigForm
+from .layers import PROBABILITY_SUFFIX, user_images
+
+if TYPE_CHECKING:
+    import napari
+    import torch
+
+# The prediction config's fields this panel edits (the image comes from a layer, not a file).
+FIELDS = (
+    "model_path",
+    "model.name",
+    "model.zoom_ratio",
+    "nchannel",
+    "nclass",
+    "size_in",
+    "size_out",
+    "InputCh",
+    "Normalization",
+    "OutputCh",
+    "ResizeRatio",
+    "RuntimeAug",
+    "tiling",
+    "overlap",
+    "batch_size",
+    "device",
+    "OutputDir",
+)
+_NOT_NEEDED_TO_PREDICT = {"OutputDir"}  # only saving needs it
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (a queued signal)."""
+
+    progress = Signal(int, int)
+
+
+@dataclass
+class Result:
+    """The probabilities of one image layer, filled plane by plane (previews) or whole."""
+
+    layer_name: str
+    probability: np.ndarray  # (Z, Y, X) or (n_pairs, Z, Y, X) float32
+    done: np.ndarray  # (Z,) bool: planes predicted so far
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+
+def _as_czyx(data: np.ndarray) -> np.ndarray:
+    """A layer's data as (C, Z, Y, X): a 2-D image is one plane, a 3-D one one channel."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        return data[None, None]
+    if data.ndim == 3:
+        return data[None]
+    if data.ndim == 4:
+        return data
+    raise ValueError(
+        f"the image layer has {data.ndim} dimensions; expected (Z,) Y, X or C, Z, Y, X"
+    )
+
+
+def run_segmentation(
+    cfg: config_mod.PredictConfig,
+    image: np.ndarray,
+    planes: tuple[int, int] | None,
+    model_cache: dict,
+    relay: _Relay,
+    cancel: threading.Event,
+) -> tuple[tuple[int, int], np.ndarray]:
+    """Worker body: load (or reuse) the model, then segment ``planes`` or the whole volume."""
+    from ..devices import select_device
+    from ..inference.run import load_model, segment, segment_planes
+
+    device = select_device(cfg.device)
+    key = _model_key(cfg, device)
+    model = model_cache.get(key)
+    if model is None:
+        model_cache.clear()
+        model = model_cache[key] = load_model(cfg, cfg.model_path, device)
+    probs = cfg.copy()
+    probs.Threshold = -1.0  # keep probabilities; the slider makes the labels
+    report = relay.progress.emit
+    if planes is None:
+        result = segment(model, image, probs, device, report, cancel.is_set)
+        return (0, image.shape[1]), result
+    return planes, segment_planes(model, image, probs, device, planes, report, cancel.is_set)
+
+
+def _model_key(cfg: config_mod.PredictConfig, device: torch.device) -> tuple:
+    path = Path(cfg.model_path).expanduser()
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    return (
+        str(path),
+        stamp,
+        cfg.model.name,
+        cfg.model.zoom_ratio,
+        cfg.nchannel,
+        tuple(cfg.nclass),
+        str(device),
+    )
+
+
+class PredictWidget(QWidget):
+    """Dock widget: segment an image layer with a checkpoint, tune the threshold, save."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: FunctionWorker | None = None
+        self.result: Result | None = None
+        self.inference_runs = 0
+        self._models: dict = {}
+        self._cancel = threading.Event()
+        self._relay = _Relay()
+        self._relay.progress.connect(self._on_progress)
+
+        self.form = ConfigForm(
+            config_mod.PredictConfig,
+            groups=("model", "patch size", "input", "output", "runtime"),
+            collapsed=("runtime",),
+            keys=FIELDS,
+        )
+        self.form.editors["model_path"].widget.changed.connect(self._checkpoint_chosen)
+        self.form.changed.connect(self._update_buttons)
+        self.image_box = widgets.ComboBox(label="image layer", choices=self._image_layers)
+        self.image_box.tooltip = "The image to segment (an Image layer of the viewer)."
+        self.threshold = widgets.FloatSlider(
+            label="threshold", min=0.0, max=1.0, step=0.01, value=0.5
+        )
+        self.threshold.tooltip = (
+            "Probability above which a voxel is labelled; moves the labels at once."
+        )
+        self.threshold.changed.connect(self._update_labels)
+        self.save_probability = widgets.CheckBox(text="also save the probabilities", value=False)
+        top = widgets.Container(widgets=[self.image_box], labels=True)
+        bottom = widgets.Container(widgets=[self.threshold, self.save_probability], labels=True)
+
+        self.preview_button = self._button(
+            "Preview (current z)", self.preview, "Segment the planes around the current z"
+        )
+        self.whole_button = self._button(
+            "Whole volume", self.predict_whole, "Segment the whole volume"
+        )
+        self.cancel_button = self._button(
+            "Cancel", self.cancel, "Stop after the current batch of tiles"
+        )
+        self.save_button = self._button(
+            "Save…", self.save, "Write segmentation and prediction config to OutputDir"
+        )
+        self.progress = QProgressBar(self)
+        self.status = QLabel("choose a checkpoint and an image layer", self)
+        self.status.setWordWrap(True)
+
+        run = QHBoxLayout()
+        for b in (self.preview_button, self.whole_button, self.cancel_button):
+            run.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addWidget(top.native)
+        layout.addWidget(self.form)
+        layout.addLayout(run)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(bottom.native)
+        layout.addWidget(self.save_button)
+        layout.addStretch(1)
+        self._containers = (top, bottom)  # keep the magicgui containers alive
+        napari_viewer.layers.events.inserted.connect(self._layers_changed)
+        napari_viewer.layers.events.removed.connect(self._layers_changed)
+        self._update_buttons()
+
+    def _button(self, text: str, slot, tip: str) -> QPushButton:
+        b = QPushButton(text, self)
+        b.clicked.connect(slot)
+        b.setToolTip(tip)
+        return b
+
+    # ------------------------------------------------------------------ inputs
+
+    def _image_layers(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in user_images(self.viewer)]
+
+    def _layers_changed(self, _event: Any = None) -> None:
+        self.image_box.reset_choices()
+        self._update_buttons()
+
+    def load_checkpoint(self, path: str | Path) -> bool:
+        """Choose a checkpoint; its model settings fill the form when it carries them."""
+        self.form.set_value("model_path", str(path))
+        return self._checkpoint_chosen()
+
+    def _checkpoint_chosen(self, *_: Any) -> bool:
+        from ..inference.run import config_from_checkpoint
+
+        path = self.form.cfg.model_path
+        if not path or not Path(path).expanduser().is_file():
+            return False
+        try:
+            settings = config_from_checkpoint(path)
+        except USER_ERRORS as err:
+            if "carries no config" in str(err):
+                self.status.setText("this checkpoint carries no config: set the model fields below")
+                return True
+            show_error(str(err))
+            return False
+        cfg = self.form.cfg.copy()
+        for key in (
+            "model.name",
+            "model.zoom_ratio",
+            "nchannel",
+            "nclass",
+            "size_in",
+            "size_out",
+            "InputCh",
+        ):
+            config_mod.set_field(cfg, key, config_mod.get(settings, key))
+        self.form.set_config(cfg)
+        self.status.setText(f"model settings read from {Path(path).name}")
+        return True
+
+    def set_image(self, layer: Image) -> None:
+        self.image_box.value = layer
+
+    # ------------------------------------------------------------------ running
+
+    def _blocking_problems(self) -> list:
+        return [p for p in self.form.problems() if p.key not in _NOT_NEEDED_TO_PREDICT]
+
+    def _update_buttons(self) -> None:
+        busy = self.worker is not None
+        ready = not busy and self.image_box.value is not None and not self._blocking_problems()
+        self.preview_button.setEnabled(ready)
+        self.whole_button.setEnabled(ready)
+        self.cancel_button.setEnabled(busy)
+        self.save_button.setEnabled(not busy and self.result is not None)
+        self.form.setEnabled(not busy)
+
+    def preview(self) -> FunctionWorker | None:
+        """Segment the planes around the viewer's current z of the chosen image."""
+        layer = self.image_box.value
+        if layer is None:
+            return None
+        from ..inference.run import plane_window
+
+        depth = _as_czyx(layer.data).shape[1]
+        z = (
+            int(round(layer.world_to_data(self.viewer.dims.point)[-3]))
+            if layer.data.ndim >= 3
+            else 0
+        )
+        return self._start(plane_window(depth, min(max(z, 0), depth - 1), self.form.cfg))
+
+    def predict_whole(self) -> FunctionWorker | None:
+        return self._start(None)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self.status.setText("cancelling after this batch of tiles…")
+
+    def _start(self, planes: tuple[int, int] | None) -> FunctionWorker | None:
+        layer = self.image_box.value
+        problems = self._blocking_problems()
+        if layer is None or problems or self.worker is not None:
+            if problems:
+                show_error(str(ConfigError(problems, "cannot predict")))
+            return None
+        if planes is not None and self.form.cfg.ResizeRatio[0] != 1:
+            planes = None  # a resized z axis has no plane-for-plane preview: do it all
+        try:
+            image = _as_czyx(layer.data)
+            from ..inference.run import select_channels
+
+            image = select_channels(image, self.form.cfg.InputCh, layer.name)
+        except (ValueError, *USER_ERRORS) as err:
+            show_error(str(err))
+            return None
+        self._cancel.clear()
+        self.progress.setValue(0)
+        what = "whole volume" if planes is None else f"planes {planes[0]}–{planes[1] - 1}"
+        self.status.setText(f"segmenting {layer.name}: {what}…")
+        worker = create_worker(
+            run_segmentation,
+            self.form.cfg.copy(),
+            image,
+            planes,
+            self._models,
+            self._relay,
+            self._cancel,
+            _start_thread=False,
+            _connect={
+                "returned": lambda out, name=layer.name: self._on_result(name, *out),
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
+        )
+        self.worker = worker
+        self._update_buttons()
+        worker.start()
+        return worker
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_result(self, layer_name: str, planes: tuple[int, int], prob: np.ndarray) -> None:
+        self.inference_runs += 1
+        source = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
+        shape = prob.shape[1:] if source is None else _as_czyx(source.data).shape[1:]
+        n = prob.shape[0]
+        if (
+            self.result is None
+            or self.result.layer_name != layer_name
+            or self.result.done.shape[0] != shape[0]
+        ):
+            self.result = Result(
+                layer_name, np.zeros((n, *shape), np.float32), np.zeros(shape[0], bool)
+            )
+        if self.result.probability.shape[0] != n:
+            self.result = Result(
+                layer_name, np.zeros((n, *shape), np.float32), np.zeros(shape[0], bool)
+            )
+        start, stop = planes
+        self.result.probability[:, start:stop] = prob
+        self.result.done[start:stop] = True
+        self._show(source)
+        done = int(self.result.done.sum())
+        self.status.setText(f"{layer_name}: {done}/{shape[0]} planes segmented")
+
+    def _show(self, source: Image | None) -> None:
+        result = self.result
+        assert result is not None
+        prob = result.probability[0] if result.probability.shape[0] == 1 else result.probability
+        placement = {}
+        if source is not None:
+            placement = {"scale": source.scale[-3:], "translate": source.translate[-3:]}
+            if prob.ndim == 4:
+                placement = {k: (1.0 if k == "scale" else 0.0, *v) for k, v in placement.items()}
+        prob_name, labels_name = self.layer_names()
+        if prob_name in self.viewer.layers:
+            self.viewer.layers[prob_name].data = prob
+        else:
+            self.viewer.add_image(
+                prob,
+                name=prob_name,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                blending="additive",
+                **placement,
+            )
+        labels = self._labels(prob)
+        if labels_name in self.viewer.layers:
+            self.viewer.layers[labels_name].data = labels
+        else:
+            self.viewer.add_labels(labels, name=labels_name, opacity=0.5, **placement)
+
+    def layer_names(self) -> tuple[str, str]:
+        name = self.result.layer_name if self.result else ""
+        return f"{name}{PROBABILITY_SUFFIX}", f"{name} segmentation"
+
+    def _labels(self, prob: np.ndarray) -> np.ndarray:
+        return (prob > self.threshold.value).astype(np.uint8)
+
+    def _update_labels(self, *_: Any) -> None:
+        """Threshold moved: labels from the stored probabilities (no new inference)."""
+        if self.result is None:
+            return
+        _, labels_name = self.layer_names()
+        if labels_name in self.viewer.layers:
+            prob = self.viewer.layers[self.layer_names()[0]].data
+            self.viewer.layers[labels_name].data = self._labels(np.asarray(prob))
+
+    def _on_error(self, err: BaseException) -> None:
+        from ..inference.predict import PredictionCancelled
+
+        if isinstance(err, PredictionCancelled):
+            self.status.setText("cancelled; earlier results are kept")
+            show_info("prediction cancelled")
+            return
+        message = (
+            str(err)
+            if isinstance(err, USER_ERRORS)
+            else f"prediction failed: {type(err).__name__}: {err}"
+        )
+        self.status.setText(f"error: {message}")
+        show_error(message)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self) -> list[Path]:
+        """Write the segmentation (and probabilities) and a prediction YAML that reproduces it."""
+        from ..inference import run
+        from ..inference.images import write_ome_tiff
+
+        result, cfg = self.result, self.form.cfg.copy()
+        if result is None:
+            return []
+        if not result.complete:
+            show_error("only some planes are segmented (a preview): run Whole volume before saving")
+            return []
+        if not cfg.OutputDir.strip():
+            show_error("OutputDir: choose the folder to save into")
+            return []
+        out = Path(cfg.OutputDir).expanduser()
+        layer = (
+            self.viewer.layers[result.layer_name]
+            if result.layer_name in self.viewer.layers
+            else None
+        )
+        source_path = getattr(getattr(layer, "source", None), "path", None)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if source_path:
+                source = Path(source_path)
+            else:  # an image made in napari: save it too, so the YAML can reproduce the result
+                data = _as_czyx(layer.data) if layer is not None else result.probability
+                source = write_ome_tiff(
+                    out / f"{_safe(result.layer_name)}.ome.tif", data, axes="CZYX"
+                )
+            cfg.Threshold = float(self.threshold.value)
+            cfg.mode.name, cfg.mode.InputFile, cfg.mode.timelapse = "file", str(source), False
+            written = []
+            for path, prob in zip(run.output_paths(cfg, source), result.probability, strict=True):
+                labels = np.where(prob > cfg.Threshold, np.uint8(255), np.uint8(0))
+                written.append(write_ome_tiff(path, labels))
+                if self.save_probability.value:
+                    written.append(
+                        write_ome_tiff(
+                            path.with_name(path.name.replace(".tiff", "_probability.tiff")), prob
+                        )
+                    )
+            written.append(config_mod.save_config(cfg, out / f"{run.stem_of(source)}_predict.yaml"))
+        except OSError as err:
+            show_error(f"could not save into {out}: {err.strerror or err}")
+            return []
+        show_info("saved " + ", ".join(p.name for p in written))
+        return written
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "image"

@@ -1,0 +1,187 @@
+"""The prediction panel in a real napari viewer (run under Xvfb by scripts/test.sh)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_cellseg_trainer._qt.predict_widget import PredictWidget
+from napari_cellseg_trainer._qt.train_widget import TrainWidget
+from napari_cellseg_trainer.cli import main
+from napari_cellseg_trainer.models import build_model
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 120_000
+# Prediction may use bigger tiles than training (the network is fully convolutional): fewer tiles.
+TILES = [32, 164, 164]
+
+
+@pytest.fixture
+def notes():
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def record(n) -> None:
+        seen.append((str(n.severity), n.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def panel(viewer, trained_checkpoint, qtbot) -> PredictWidget:
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    assert widget.load_checkpoint(trained_checkpoint)
+    widget.form.set_value("size_in", TILES)
+    widget.form.set_value("tiling", "established")
+    widget.form.set_value("device", "cpu")
+    return widget
+
+
+def small_image(viewer, name="cells", shape=(9, 60, 70), **kwargs):
+    rng = np.random.default_rng(1)
+    return viewer.add_image(rng.random(shape, dtype=np.float32), name=name, **kwargs)
+
+
+def run(panel, qtbot, start):
+    worker = start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=WAIT_MS)
+    return worker
+
+
+def test_checkpoint_fills_the_model_settings(panel, trained_checkpoint):
+    cfg = panel.form.cfg
+    assert cfg.model.name == "unet_xy" and cfg.nclass == [2, 2, 2] and cfg.InputCh == [0]
+    assert cfg.model_path == str(trained_checkpoint)
+    assert cfg.size_out == [4, 76, 76]  # follows the bigger tiles chosen above
+
+
+def test_preview_segments_the_planes_around_the_current_z(panel, viewer, qtbot):
+    viewer.open_sample("napari-cellseg-trainer", "filaments")
+    image = viewer.layers["sample filaments"]
+    image.scale = (3, 1, 1)
+    image.translate = (0, 5, 0)
+    panel.set_image(image)
+    viewer.dims.set_point(0, 3 * 20)  # world z of plane 20
+    run(panel, qtbot, panel.preview)
+    prob_name, labels_name = panel.layer_names()
+    prob, labels = viewer.layers[prob_name], viewer.layers[labels_name]
+    assert prob.data.shape == labels.data.shape == image.data.shape
+    assert np.flatnonzero(panel.result.done).tolist() == [18, 19, 20, 21]  # size_out z = 4 planes
+    assert prob.data[18:22].max() > 0 and prob.data[:18].max() == 0
+    assert 0 <= prob.data.min() and prob.data.max() <= 1
+    assert tuple(prob.scale) == tuple(labels.scale) == (3, 1, 1)
+    assert tuple(prob.translate) == (0, 5, 0)
+    assert "planes" in panel.status.text()
+
+
+def test_threshold_moves_the_labels_without_a_new_inference(panel, viewer, qtbot):
+    layer = small_image(viewer)
+    panel.set_image(layer)
+    run(panel, qtbot, panel.predict_whole)
+    assert panel.inference_runs == 1 and panel.result.complete
+    prob = viewer.layers[panel.layer_names()[0]].data
+    labels = viewer.layers[panel.layer_names()[1]]
+    cut = float(np.median(prob))
+    panel.threshold.value = cut
+    first = labels.data.copy()
+    assert np.array_equal(first, (prob > cut).astype(np.uint8)) and 0 < first.sum() < first.size
+    panel.threshold.value = min(1.0, cut + 0.05)
+    assert not np.array_equal(first, labels.data)
+    assert panel.inference_runs == 1
+    assert len([n for n in viewer.layers if n.name.startswith("cells ")]) == 2
+
+
+def test_save_writes_what_the_cli_reproduces(panel, viewer, qtbot, tmp_path):
+    layer = small_image(viewer)
+    panel.set_image(layer)
+    panel.form.set_value("OutputDir", str(tmp_path / "out"))
+    panel.save_probability.value = True
+    run(panel, qtbot, panel.predict_whole)
+    panel.threshold.value = float(np.median(panel.result.probability))
+    written = panel.save()
+    names = sorted(p.name for p in written)
+    assert names == [
+        "cells.ome.tif",
+        "cells_predict.yaml",
+        "cells_struct_segmentation.tiff",
+        "cells_struct_segmentation_probability.tiff",
+    ] or names == [
+        "cells_predict.yaml",
+        "cells_struct_segmentation.tiff",
+        "cells_struct_segmentation_probability.tiff",
+    ]
+    seg_path = tmp_path / "out" / "cells_struct_segmentation.tiff"
+    saved = tifffile.imread(seg_path)
+    assert saved.dtype == np.uint8 and set(np.unique(saved)) <= {0, 255}
+    assert np.array_equal(saved > 0, viewer.layers[panel.layer_names()[1]].data > 0)
+    prob = tifffile.imread(tmp_path / "out" / "cells_struct_segmentation_probability.tiff")
+    np.testing.assert_allclose(prob, panel.result.probability[0])
+    # The saved prediction config reproduces the segmentation from the command line.
+    seg_path.unlink()
+    assert main(["predict", "--config", str(tmp_path / "out" / "cells_predict.yaml")]) == 0
+    assert np.array_equal(tifffile.imread(seg_path), saved)
+
+
+def test_save_refuses_a_preview_only_result(panel, viewer, qtbot, tmp_path, notes):
+    panel.set_image(small_image(viewer, shape=(30, 60, 70)))
+    panel.form.set_value("OutputDir", str(tmp_path / "out"))
+    run(panel, qtbot, panel.preview)
+    assert not panel.result.complete
+    assert panel.save() == []
+    assert any("Whole volume" in m for s, m in notes if s == "error")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cancel_keeps_the_panel_usable(panel, viewer, qtbot, notes):
+    panel.set_image(small_image(viewer, shape=(40, 200, 200)))
+    assert panel.predict_whole() is not None
+    panel.cancel()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=WAIT_MS)
+    assert panel.result is None
+    assert "cancelled" in panel.status.text()
+    assert panel.whole_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_a_mismatched_checkpoint_gives_a_notification(viewer, qtbot, tmp_path, notes):
+    other = tmp_path / "two_channel.pytorch"
+    torch.save(build_model("unet_xy", nchannel=2).state_dict(), other)  # no config inside
+    panel = PredictWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Predict")
+    assert panel.load_checkpoint(other)
+    assert "carries no config" in panel.status.text()
+    panel.form.set_value("size_in", TILES)
+    panel.form.set_value("device", "cpu")
+    panel.set_image(small_image(viewer))
+    run(panel, qtbot, panel.predict_whole)
+    errors = [m for s, m in notes if s == "error"]
+    assert errors and "does not match" in errors[-1]
+    assert panel.result is None and panel.whole_button.isEnabled()
+
+
+def test_training_panel_previews_the_latest_checkpoint(viewer, trained_checkpoint, qtbot):
+    train_panel = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train_panel, name="Train")
+    train_panel.form.set_value("checkpoint_dir", str(trained_checkpoint.parent))
+    layer = small_image(viewer, shape=(6, 12, 12))  # the checkpoint's own tiny tiles: 2 of them
+    viewer.layers.selection.active = layer
+    assert train_panel.preview_latest_checkpoint() is not None
+    _, predict_panel = viewer.window.add_plugin_dock_widget(
+        "napari-cellseg-trainer", "Predict with a model"
+    )
+    qtbot.waitUntil(lambda: predict_panel.worker is None, timeout=WAIT_MS)
+    assert predict_panel.form.cfg.model_path == str(trained_checkpoint)
+    assert predict_panel.result is not None and predict_panel.result.done.sum() == 4
+    assert "cells probability" in viewer.layers
