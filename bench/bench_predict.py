@@ -1,11 +1,15 @@
 """Whole-volume prediction throughput and memory: a 1 x 65 x 624 x 924 float32 volume, unet_xy.
 
-Prints seconds, voxels per second, peak resident memory (and how it compares with
-3 x (input + output) in float32), and the share of the time spent in the model itself: the
-model is wrapped in a timer, so "bare model time for the same tiles" is measured in the same
-run as the whole prediction, tile for tile.
+Prints seconds, voxels per second, peak resident memory, the peak of the prediction's own
+arrays (numpy allocations traced by tracemalloc: padded input, output, blend weights, tiles;
+not the network's activations) and how both compare with 3 x (input + output) in float32,
+and the share of the time spent in the model itself: the model is wrapped in a timer, so
+"bare model time for the same tiles" is measured in the same run as the whole prediction.
 
     python bench/bench_predict.py [--size-in 48 308 308] [--tiling blend] [--batch 1] [--device cpu]
+
+``--stand-in`` replaces the U-Net by a network with the same geometry that costs nothing
+(a crop): it measures the tiling machinery alone (its time and memory) in seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import resource
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 import torch
@@ -49,6 +54,21 @@ class TimedModel(torch.nn.Module):
             torch.cuda.synchronize(self.device)
 
 
+class StandIn(torch.nn.Module):
+    """unet_xy's geometry (crop of the margin) and outputs, at no cost."""
+
+    def __init__(self, size_in, size_out) -> None:
+        super().__init__()
+        self.margin = [(i - o) // 2 for i, o in zip(size_in, size_out, strict=True)]
+        self.size_out = list(size_out)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        (mz, my, mx), (oz, oy, ox) = self.margin, self.size_out
+        y = x[:, :1, mz : mz + oz, my : my + oy, mx : mx + ox]
+        out = torch.log_softmax(torch.cat([-y, y], 1), 1)
+        return [out, out, out]
+
+
 def peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
@@ -61,6 +81,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--stand-in", action="store_true", help="a no-cost network (see above)")
     args = parser.parse_args()
 
     device = select_device(args.device)
@@ -68,13 +89,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     image = rng.random(SHAPE, dtype=np.float32)
     baseline = peak_rss_mb()
-    model = TimedModel(build_model("unet_xy").to(device), device)
+    net = StandIn(args.size_in, size_out) if args.stand_in else build_model("unet_xy")
+    model = TimedModel(net.to(device), device)
     tiles_done = [0, 0]
 
     def progress(done: int, total: int) -> None:
         tiles_done[:] = [done, total]
         print(f"\r  tiles {done}/{total}", end="", file=sys.stderr, flush=True)
 
+    tracemalloc.start()
     start = time.perf_counter()
     prob = predict_volume(
         model,
@@ -88,6 +111,9 @@ def main() -> None:
         progress=progress,
     )
     total = time.perf_counter() - start
+    what = "stand-in for unet_xy" if args.stand_in else "unet_xy"
+    arrays_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     print(file=sys.stderr)
     voxels = int(np.prod(SHAPE[1:]))
     io_mb = (image.nbytes + prob.nbytes) / 2**20
@@ -96,7 +122,7 @@ def main() -> None:
         f"torch {torch.__version__} on {describe_device(device)}, {torch.get_num_threads()} threads"
     )
     print(
-        f"volume {SHAPE} float32, unet_xy size_in {args.size_in} -> size_out {list(size_out)}, "
+        f"volume {SHAPE} float32, {what} size_in {args.size_in} -> size_out {list(size_out)}, "
         f"tiling {args.tiling} (overlap {args.overlap}), {tiles_done[1]} tiles, batch {args.batch}"
     )
     print(f"total {total:.1f} s   {voxels / total:,.0f} voxels/s")
@@ -108,6 +134,10 @@ def main() -> None:
         f"peak RSS {peak:.0f} MB (before the model: {baseline:.0f} MB);"
         f" input+output {io_mb:.0f} MB, 3x = {3 * io_mb:.0f} MB;"
         f" peak/(input+output) = {peak / io_mb:.2f}"
+    )
+    print(
+        f"prediction arrays peak {arrays_peak:.0f} MB (numpy, traced);"
+        f" arrays/(input+output) = {arrays_peak / io_mb:.2f}"
     )
 
 

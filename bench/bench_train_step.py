@@ -5,6 +5,12 @@ is ``training.train`` on the sample data: patch buffer, augmentation, batching, 
 optimiser, events and previews. Both run in this one process, so the ratio is fair.
 
     python bench/bench_train_step.py [--size-in 32 100 100] [--batch 2] [--iters 12]
+
+On a GPU, ``--modes fp32 bf16 bf16+cl bf16+cl+compile`` times the bare step in each speed
+setting (precision, channels-last layout, torch.compile) against fp32 eager instead:
+
+    python bench/bench_train_step.py --device cuda --size-in 48 148 148 --batch 8 \
+        --modes fp32 bf16 bf16+cl bf16+cl+compile
 """
 
 from __future__ import annotations
@@ -21,23 +27,49 @@ from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
 from napari_cellseg_trainer.models import build_model, geometry
 from napari_cellseg_trainer.training import AuxLoss, IterationEnd, train
+from napari_cellseg_trainer.training.precision import maybe_compile, step_options
 
 
-def bare_step_times(size_in, size_out, batch: int, iters: int, warmup: int = 2) -> list[float]:
-    model = build_model("unet_xy")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=0.005)
+def mode_config(mode: str) -> config.TrainConfig:
+    """``fp32``, ``bf16``, ``fp16``, with ``+cl`` (channels-last) and ``+compile``."""
+    parts = mode.split("+")
+    cfg = config.template("unet_xy")
+    cfg.precision = parts[0]
+    cfg.channels_last = "cl" in parts
+    cfg.compile = "compile" in parts
+    return cfg
+
+
+def bare_step_times(
+    size_in, size_out, batch: int, iters: int, warmup: int = 2, mode: str = "fp32", device="cpu"
+) -> list[float]:
+    device = torch.device(device)
+    cfg = mode_config(mode)
+    options = step_options(cfg, device)
+    net = build_model("unet_xy").to(device)
+    if options.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    model = maybe_compile(net, cfg, device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-5, weight_decay=0.005)
     loss_fn = AuxLoss()
-    raw = torch.rand(batch, 1, *size_in)
-    label = torch.randint(0, 2, (batch, *size_out))
-    cost = torch.ones(batch, *size_out)
+    raw = options.layout(torch.rand(batch, 1, *size_in, device=device))
+    label = torch.randint(0, 2, (batch, *size_out), device=device)
+    cost = torch.ones(batch, *size_out, device=device)
     times = []
     for i in range(warmup + iters):
         start = time.perf_counter()
-        loss = loss_fn(model(raw), label, cost)
+        with options.autocast(device):
+            outputs = model(raw)
+        loss = loss_fn([o.float() for o in outputs], label, cost)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        float(loss.detach())
+        if options.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            options.scaler.scale(loss).backward()
+            options.scaler.step(optimizer)
+            options.scaler.update()
+        float(loss.detach())  # waits for the GPU
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
@@ -65,8 +97,25 @@ def main() -> None:
     parser.add_argument("--size-in", type=int, nargs=3, default=[32, 100, 100])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--modes", nargs="+", help="time the bare step in these speed settings")
     args = parser.parse_args()
     size_out = geometry.size_out("unet_xy", args.size_in)
+    if args.modes:
+        print(
+            f"torch {torch.__version__} on {args.device}, unet_xy {args.size_in}, batch {args.batch}"
+        )
+        base = None
+        for mode in args.modes:
+            times = bare_step_times(
+                args.size_in, size_out, args.batch, args.iters, mode=mode, device=args.device
+            )
+            median = statistics.median(times)
+            base = base or median
+            print(
+                f"{mode:>18}: median {median:.3f} s per step, {base / median:.2f}x of {args.modes[0]}"
+            )
+        return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, unet_xy "
         f"{args.size_in} -> {list(size_out)}, batch {args.batch}, {args.iters} timed iterations"

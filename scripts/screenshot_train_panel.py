@@ -9,21 +9,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
-
-
-def wait_until(condition, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+from _gui import wait_until
 
 
 def main() -> None:

@@ -62,7 +62,15 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
         assert _flatten(saved)[key] == value, key
     # Our additions are top-level keys of their own, nothing else changed.
     added = set(_flatten(saved)) - set(_flatten(original))
-    assert added == {"device", "seed", "preview_every_n_iter", "num_threads"}
+    assert added == {
+        "device",
+        "seed",
+        "preview_every_n_iter",
+        "num_threads",
+        "precision",
+        "channels_last",
+        "compile",
+    }
 
 
 def test_save_load_round_trip_is_identity(tmp_path):
@@ -181,7 +189,7 @@ def test_overrides_set_nested_values_and_recompute_size_out(tmp_path):
 
 def test_every_field_has_kind_help_and_a_valid_default():
     specs = config.fields(TrainConfig)
-    assert len(specs) == len({s.key for s in specs}) == 29
+    assert len(specs) == len({s.key for s in specs}) == 32
     for spec in specs:
         assert isinstance(spec.kind, Kind)
         assert len(spec.help) > 20, spec.key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,3 +73,27 @@ def test_rules_agree_with_a_real_forward_pass():
 def test_margin_is_half_the_difference():
     assert geometry.margin("unet_xy", [48, 148, 148]) == (14, 44, 44)
     assert geometry.margin("unet_xy_zoom", [52, 420, 420], 3) == (16, 134, 134)
+
+
+@pytest.mark.parametrize(
+    ("model", "base", "shape", "budget"),
+    [
+        ("unet_xy", (32, 100, 100), (32, 128, 128), 640_000),
+        ("unet_xy", (32, 100, 100), (32, 128, 128), 10**9),
+        ("unet_xy", (48, 148, 148), (65, 624, 924), 4 * 48 * 148 * 148),
+        ("unet_xy", (32, 100, 100), (1, 40, 40), 10**6),
+        ("unet_xy_zoom", (52, 420, 420), (40, 600, 600), 4 * 52 * 420 * 420),
+    ],
+)
+def test_covering_size_in_is_valid_within_budget_and_cheaper(model, base, shape, budget):
+    size = geometry.covering_size_in(model, base, shape, budget)
+    assert geometry.is_valid_size_in(model, size)
+    assert np.prod(size) <= budget and all(s >= b for s, b in zip(size, base, strict=True))
+
+    def cost(size_in):
+        out = geometry.size_out(model, size_in)
+        return np.prod(size_in) * np.prod([-(-n // o) for n, o in zip(shape, out, strict=True)])
+
+    assert cost(size) < cost(base)
+    if budget >= 10**9:  # room for one tile over the whole volume
+        assert all(o >= n for o, n in zip(geometry.size_out(model, size), shape, strict=True))

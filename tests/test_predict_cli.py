@@ -13,6 +13,12 @@ from napari_cellseg_trainer.cli import main
 BIG_TILES = ["--set", "size_in=[32, 132, 132]"]
 
 
+def short_form(checkpoint, image, out, *extra: str) -> int:
+    """``cellseg-trainer predict --checkpoint CK --input IMG --output OUT`` with bigger tiles."""
+    args = ["predict", "--checkpoint", str(checkpoint), "--input", str(image), "--output", str(out)]
+    return main([*args, *BIG_TILES, *extra])
+
+
 @pytest.fixture
 def image_file(tmp_path):
     rng = np.random.default_rng(0)
@@ -27,22 +33,7 @@ def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(
     trained_checkpoint, image_file, tmp_path, capsys
 ):
     out = tmp_path / "out"
-    code = main(
-        [
-            "predict",
-            "--checkpoint",
-            str(trained_checkpoint),
-            "--input",
-            str(image_file),
-            "--output",
-            str(out),
-            "--threshold",
-            "0.5",
-            "--device",
-            "cpu",
-            *BIG_TILES,
-        ]
-    )
+    code = short_form(trained_checkpoint, image_file, out, "--threshold", "0.5", "--device", "cpu")
     assert code == 0
     written = out / "cells_struct_segmentation.tiff"
     assert capsys.readouterr().out.strip() == str(written)
@@ -96,19 +87,7 @@ def test_timelapse_writes_one_file_per_time_point(trained_checkpoint, tmp_path):
 def test_bad_input_exits_2_with_a_clear_message(
     trained_checkpoint, image_file, tmp_path, capsys, extra, message
 ):
-    code = main(
-        [
-            "predict",
-            "--checkpoint",
-            str(trained_checkpoint),
-            "--input",
-            str(image_file),
-            "--output",
-            str(tmp_path / "o"),
-            *BIG_TILES,
-            *extra,
-        ]
-    )
+    code = short_form(trained_checkpoint, image_file, tmp_path / "o", *extra)
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

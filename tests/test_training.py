@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_cellseg_trainer import checkpoint as ckpt
+from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
 from napari_cellseg_trainer.models import build_model
 from napari_cellseg_trainer.training import (
@@ -146,3 +147,125 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(tiny_config)
     cfg.learning_rate = 1e30  # blows the weights up within a few steps
     with pytest.raises(Exception, match=r"loss became (nan|inf) at iteration \d+"):
         _run(cfg)
+
+
+def test_validation_tiles_are_bigger_cheaper_and_agree_with_training_tiles(tiny_config):
+    from napari_cellseg_trainer.inference import predict_volume
+    from napari_cellseg_trainer.models import geometry
+    from napari_cellseg_trainer.training.validation import validation_tile
+
+    shape = (6, 30, 26)
+    size = validation_tile(tiny_config, shape)
+    assert geometry.is_valid_size_in("unet_xy", size) and size != tuple(tiny_config.size_in)
+    assert np.prod(size) <= 2 * tiny_config.loader.batch_size * np.prod(tiny_config.size_in)
+    torch.manual_seed(0)
+    model = build_model("unet_xy").eval()
+    raw = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+    small = predict_volume(
+        model, raw, tiny_config.size_in, tiny_config.size_out, tiling="established"
+    )
+    big = predict_volume(model, raw, size, geometry.size_out("unet_xy", size), tiling="established")
+    # The network pools y and x by 2 three times, so a tile border shifts the pooling grid
+    # wherever it falls (the established tiling too): the two tilings agree closely, not
+    # exactly. The first tile (same corner, same grid) agrees exactly.
+    np.testing.assert_allclose(big[:, :4, :12, :12], small[:, :4, :12, :12], atol=2e-5)
+    assert np.abs(big - small).mean() < 0.02
+    assert np.corrcoef(big.ravel(), small.ravel())[0, 1] > 0.9
+
+
+def test_out_of_memory_stops_with_advice_instead_of_a_traceback(tiny_config, monkeypatch):
+    from napari_cellseg_trainer.training import TrainingError, loop
+
+    class Hungry(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(loop, "build_model", lambda *a, **k: Hungry())
+    with pytest.raises(TrainingError, match="out of memory on cpu .* at iteration 1") as err:
+        list(train(tiny_config))
+    assert "smaller size_in or batch_size" in str(err.value)
+    assert not list(ckpt_dir(tiny_config).glob("*.pytorch"))
+
+
+def test_out_of_memory_advice_on_a_gpu_names_sizes_that_fit(tiny_config, monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_cellseg_trainer.training.loop import out_of_memory_message
+
+    props = SimpleNamespace(name="Fake GPU", total_memory=8 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: props)
+    tiny_config.size_in, tiny_config.size_out = [48, 196, 196], [20, 108, 108]
+    text = out_of_memory_message(tiny_config, torch.device("cuda", 0), 7)
+    assert "cuda:0 (Fake GPU, 8 GB) at iteration 7" in text
+    assert "size_in [48, 132, 132] (size_out [20, 44, 44]) with batch_size 4" in text
+
+
+def ckpt_dir(cfg):
+    from pathlib import Path
+
+    return Path(cfg.checkpoint_dir)
+
+
+GROWTH_SCRIPT = """
+import json, sys
+from napari_cellseg_trainer import config
+from napari_cellseg_trainer.training import EpochEnd, train
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+cfg = config.load_config(sys.argv[1])
+print(json.dumps([rss_mb() for e in train(cfg) if isinstance(e, EpochEnd)]))
+"""
+
+
+def test_many_epochs_do_not_grow_memory(tiny_config, tmp_path):
+    """RSS per epoch in a fresh process (a test process's own allocations would blur it)."""
+    import json
+    import subprocess
+    import sys
+
+    tiny_config.loader.PatchPerBuffer, tiny_config.loader.epoch_shuffle = 1, 1  # a new buffer each
+    tiny_config.epochs, tiny_config.save_every_n_epoch = 24, 8
+    tiny_config.preview_every_n_iter = 1
+    path = config.save_config(tiny_config, tmp_path / "train.yaml")
+    done = subprocess.run(
+        [sys.executable, "-c", GROWTH_SCRIPT, str(path)], capture_output=True, text=True, check=True
+    )
+    rss = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(rss) == 24
+    # The allocator settles in the first ~12 epochs (measured: +300 MB, then a plateau with
+    # +-50 MB of noise). A leak shows as a last third above the middle third.
+    assert max(rss[16:]) <= max(rss[8:16]) + 50, rss
+
+
+def test_compile_and_unsupported_precisions_are_refused_on_cpu(tiny_config):
+    from napari_cellseg_trainer.errors import USER_ERRORS
+    from napari_cellseg_trainer.training.precision import PrecisionError
+
+    assert PrecisionError in USER_ERRORS
+    tiny_config.compile = True
+    with pytest.raises(PrecisionError, match="compile: true needs a CUDA GPU"):
+        _run(tiny_config)
+
+
+class CroppingNet(torch.nn.Module):
+    """A 1x1x1 convolution, cropped to size_out: the U-Net's interface at a fraction of its cost."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, kernel_size=1)
+        self.bn = torch.nn.BatchNorm3d(2)
+        self.margin = [(i - o) // 2 for i, o in zip(cfg.size_in, cfg.size_out, strict=True)]
+        self.size_out = cfg.size_out
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        (mz, my, mx), (oz, oy, ox) = self.margin, self.size_out
+        y = torch.log_softmax(y[:, :, mz : mz + oz, my : my + oy, mx : mx + ox], dim=1)
+        return [y, y, y]

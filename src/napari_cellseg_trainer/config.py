@@ -144,6 +144,21 @@ HELP_PREVIEW = (
 HELP_THREADS = (
     "CPU threads torch may use (null = torch's default). Added by napari-cellseg-trainer."
 )
+HELP_PRECISION = (
+    "Arithmetic of the training step. auto: bfloat16 mixed precision on CUDA GPUs that support "
+    "it (Ampere and newer; several times faster, half the activation memory), float32 "
+    "elsewhere. bf16 / fp16: mixed precision (fp16 with loss scaling); fp32: full precision. "
+    "Weights and checkpoints stay float32. Added by napari-cellseg-trainer."
+)
+HELP_CHANNELS_LAST = (
+    "Keep activations in the channels-last 3-D memory layout (faster convolutions on recent "
+    "NVIDIA GPUs with mixed precision; harmless elsewhere). Added by napari-cellseg-trainer."
+)
+HELP_COMPILE = (
+    "Compile the network with torch.compile (CUDA only: faster steps after a first step that "
+    "takes a minute or more). Added by napari-cellseg-trainer."
+)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 # ----------------------------------------------------------------------------- training
@@ -202,8 +217,8 @@ class ValidationSection:
 
 
 @dataclass
-class TrainConfig:
-    """The training config (the established trainer's keys, plus a few of ours)."""
+class NetworkFields:
+    """The fields training and prediction configs share: the network and its patch sizes."""
 
     model: ModelSection = section(ModelSection)
     nchannel: int = param(1, POS_INT, OK, HELP_NCHANNEL, group="model")
@@ -214,6 +229,12 @@ class TrainConfig:
     size_out: list = param(
         [20, 60, 60], int_list(3, minimum=1), MACHINE, HELP_SIZE_OUT, group="patch size"
     )
+
+
+@dataclass
+class TrainConfig(NetworkFields):
+    """The training config (the established trainer's keys, plus a few of ours)."""
+
     checkpoint_dir: str = param("", VType("str"), PIN, HELP_CHECKPOINT_DIR, group="training")
     resume: str | None = param(
         None, VType("path", optional=True), PIN, HELP_RESUME, group="training"
@@ -233,6 +254,9 @@ class TrainConfig:
     num_threads: int | None = param(
         None, VType("int", minimum=1, optional=True), MACHINE, HELP_THREADS, group="runtime"
     )
+    precision: str = param("auto", choice(*PRECISIONS), MACHINE, HELP_PRECISION, group="runtime")
+    channels_last: bool = param(False, VType("bool"), MACHINE, HELP_CHANNELS_LAST, group="runtime")
+    compile: bool = param(False, VType("bool"), MACHINE, HELP_COMPILE, group="runtime")
 
     def copy(self) -> TrainConfig:
         return copy.deepcopy(self)
@@ -290,18 +314,9 @@ class PredictMode:
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(NetworkFields):
     """The prediction config (the established trainer's keys, plus tiling options)."""
 
-    model: ModelSection = section(ModelSection)
-    nchannel: int = param(1, POS_INT, OK, HELP_NCHANNEL, group="model")
-    nclass: list = param([2, 2, 2], int_list(3, minimum=2), OK, HELP_NCLASS, group="model")
-    size_in: list = param(
-        [48, 148, 148], int_list(3, minimum=1), MACHINE, HELP_SIZE_IN, group="patch size"
-    )
-    size_out: list = param(
-        [20, 60, 60], int_list(3, minimum=1), MACHINE, HELP_SIZE_OUT, group="patch size"
-    )
     model_path: str = param("", VType("str"), PIN, HELP_MODEL_PATH, group="model")
     OutputCh: list = param(
         [0, 1], int_list(None, minimum=0), OK, HELP_PRED_OUTPUTCH, group="output"

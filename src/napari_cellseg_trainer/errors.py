@@ -8,8 +8,10 @@ from .data import DataError
 from .devices import DeviceError
 from .inference.images import ImageReadError
 from .models.geometry import InvalidSizeError
+from .models.memory import MemoryBudgetError
 from .normalization import NormalizationError
 from .training import TrainingError
+from .training.precision import PrecisionError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
@@ -18,6 +20,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DeviceError,
     ImageReadError,
     InvalidSizeError,
+    MemoryBudgetError,
     NormalizationError,
+    PrecisionError,
     TrainingError,
 )

@@ -20,20 +20,6 @@ TILES = [32, 164, 164]
 
 
 @pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def record(n) -> None:
-        seen.append((str(n.severity), n.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
-@pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
 

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from .. import config as config_mod
 from .._schema import ConfigError
+from ..data.layers import safe_name
 from ..errors import USER_ERRORS
 from .config_form import ConfigForm
 from .layers import PROBABILITY_SUFFIX, user_images
@@ -30,9 +31,8 @@ if TYPE_CHECKING:
     import napari
     import torch
 
-# The prediction config's fields this panel edits (the image comes from a layer, not a file).
-FIELDS = (
-    "model_path",
+# The model settings a checkpoint's own config supplies.
+FROM_CHECKPOINT = (
     "model.name",
     "model.zoom_ratio",
     "nchannel",
@@ -40,6 +40,11 @@ FIELDS = (
     "size_in",
     "size_out",
     "InputCh",
+)
+# The prediction config's fields this panel edits (the image comes from a layer, not a file).
+FIELDS = (
+    "model_path",
+    *FROM_CHECKPOINT,
     "Normalization",
     "OutputCh",
     "ResizeRatio",
@@ -230,15 +235,7 @@ class PredictWidget(QWidget):
             show_error(str(err))
             return False
         cfg = self.form.cfg.copy()
-        for key in (
-            "model.name",
-            "model.zoom_ratio",
-            "nchannel",
-            "nclass",
-            "size_in",
-            "size_out",
-            "InputCh",
-        ):
+        for key in FROM_CHECKPOINT:
             config_mod.set_field(cfg, key, config_mod.get(settings, key))
         self.form.set_config(cfg)
         self.status.setText(f"model settings read from {Path(path).name}")
@@ -444,7 +441,7 @@ class PredictWidget(QWidget):
             else:  # an image made in napari: save it too, so the YAML can reproduce the result
                 data = _as_czyx(layer.data) if layer is not None else result.probability
                 source = write_ome_tiff(
-                    out / f"{_safe(result.layer_name)}.ome.tif", data, axes="CZYX"
+                    out / f"{safe_name(result.layer_name)}.ome.tif", data, axes="CZYX"
                 )
             cfg.Threshold = float(self.threshold.value)
             cfg.mode.name, cfg.mode.InputFile, cfg.mode.timelapse = "file", str(source), False
@@ -464,7 +461,3 @@ class PredictWidget(QWidget):
             return []
         show_info("saved " + ", ".join(p.name for p in written))
         return written
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "image"

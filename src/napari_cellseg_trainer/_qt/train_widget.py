@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -27,9 +28,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from .. import config as config_mod
 from .._schema import ConfigError, Problem, from_dict
+from ..data import DataError, TrainingImage, ZoomAdvice, images_from_layers
 from ..data.sample import ensure_sample_folder, sample_cache_folder
 from ..training.events import (
     CheckpointSaved,
@@ -42,17 +45,23 @@ from ..training.events import (
     ValidationDone,
 )
 from .config_form import ConfigForm
+from .layer_data import LayerDataPanel
 from .loss_plot import LossPlot
 from .preview import PreviewLayers
 
 if TYPE_CHECKING:
     import napari
 
+    from ..models.memory import SizeAdvice
+
 _CLOSE_WAIT_S = 120  # how long closing napari waits for the stop checkpoint
 
 
 def run_training(
-    cfg: config_mod.TrainConfig, stop: threading.Event, done: threading.Event
+    cfg: config_mod.TrainConfig,
+    stop: threading.Event,
+    done: threading.Event,
+    images: list[TrainingImage] | None = None,
 ) -> Iterator[Event]:
     """The worker's generator: the engine's events, with metrics.csv and the PNG written as the CLI does.
 
@@ -64,7 +73,7 @@ def run_training(
 
     try:
         recorder = MetricsRecorder(cfg.checkpoint_dir)
-        for event in train(cfg, stop=stop):
+        for event in train(cfg, stop=stop, images=images):
             recorder(event)
             yield event
     finally:
@@ -102,6 +111,7 @@ class TrainWidget(QWidget):
         self.form.changed.connect(self._update_buttons)
         self.plot = LossPlot()
         self.previews = PreviewLayers(napari_viewer)
+        self.layer_data = LayerDataPanel(napari_viewer, on_advice=self.apply_zoom_advice)
         self._build()
         self._update_buttons()
 
@@ -131,6 +141,15 @@ class TrainWidget(QWidget):
             self.preview_latest_checkpoint,
             "Segment the planes around the current z of the selected image with the newest checkpoint",
         )
+        self.advise_button = button(
+            "Advise sizes",
+            self.advise_sizes,
+            "Set the largest size_in and a batch_size whose training step fits the memory "
+            "(the GPU's free memory, or the number in the box)",
+        )
+        self.memory_box = QLineEdit(self)
+        self.memory_box.setPlaceholderText("GPU free memory, or e.g. 8GB")
+        self.memory_box.setToolTip("Memory budget for Advise sizes; empty: the GPU's free memory")
         self.train_button = button("Train", self.start_training, "Start training with this config")
         self.stop_button = button(
             "Stop", self.stop_training, "Stop after this batch and save a checkpoint"
@@ -144,6 +163,9 @@ class TrainWidget(QWidget):
         files = QHBoxLayout()
         for b in (self.import_button, self.export_button, self.reset_button, self.sample_button):
             files.addWidget(b)
+        sizes = QHBoxLayout()
+        sizes.addWidget(self.memory_box)
+        sizes.addWidget(self.advise_button)
         run = QHBoxLayout()
         run.addWidget(self.train_button)
         run.addWidget(self.stop_button)
@@ -157,6 +179,10 @@ class TrainWidget(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addLayout(files)
         top_layout.addWidget(scroll)
+        data_box = QCollapsible("training data from layers", top)
+        data_box.addWidget(self.layer_data)
+        top_layout.addWidget(data_box)
+        top_layout.addLayout(sizes)
         top_layout.addLayout(run)
         top_layout.addWidget(self.progress)
         top_layout.addWidget(self.status)
@@ -178,7 +204,14 @@ class TrainWidget(QWidget):
         busy = self.training
         self.train_button.setEnabled(not busy and not self.form.problems())
         self.stop_button.setEnabled(busy and not self._stop.is_set())
-        for w in (self.form, self.import_button, self.reset_button, self.sample_button):
+        for w in (
+            self.form,
+            self.import_button,
+            self.reset_button,
+            self.sample_button,
+            self.advise_button,
+            self.layer_data,
+        ):
             w.setEnabled(not busy)
 
     # ------------------------------------------------------------------ config files
@@ -192,11 +225,16 @@ class TrainWidget(QWidget):
             return err.problems
         problems: list[Problem] = []
         cfg = from_dict(config_mod.TrainConfig, data, problems)
+        unread = {p.key for p in problems}
+        # Values that were read but do not fit together (e.g. a size_out that does not match
+        # size_in, which the form then computes) are reported too: nothing changes silently.
+        problems += [p for p in config_mod.validate(cfg) if p.key not in unread]
         self.form.set_config(cfg)
         if problems:
             lines = "\n".join(f"  - {p}" for p in problems)
             show_warning(
-                f"{path}: {len(problems)} problem(s); those fields keep their defaults:\n{lines}"
+                f"{path}: {len(problems)} problem(s); fields that could not be read keep their "
+                f"defaults, size_out follows size_in:\n{lines}"
             )
         else:
             show_info(f"loaded {path}")
@@ -225,6 +263,34 @@ class TrainWidget(QWidget):
         runs = sample_cache_folder("filaments").parent / "checkpoints"
         self.form.set_config(config_mod.demo_config(str(folder), str(runs)))
 
+    def apply_zoom_advice(self, advice: ZoomAdvice) -> None:
+        """Set the suggested model (and zoom ratio, with its starting patch size) in the form."""
+        cfg = self.form.cfg.copy()
+        if advice.model == cfg.model.name and advice.zoom_ratio in (None, cfg.model.zoom_ratio):
+            return
+        sizes = config_mod.template(advice.model, advice.zoom_ratio or cfg.model.zoom_ratio)
+        cfg.model.name, cfg.model.zoom_ratio = sizes.model.name, sizes.model.zoom_ratio
+        cfg.size_in, cfg.size_out = sizes.size_in, sizes.size_out
+        self.form.set_config(cfg)
+
+    def advise_sizes(self) -> SizeAdvice | None:
+        """Fill size_in, size_out and batch_size from the memory advisor (notified)."""
+        from ..models.memory import MemoryBudgetError, advise, detected_free_memory, parse_memory
+
+        cfg = self.form.cfg.copy()
+        text = self.memory_box.text().strip()
+        try:
+            budget = parse_memory(text) if text else detected_free_memory()
+            advice = advise(cfg.model.name, budget, cfg.model.zoom_ratio, cfg.nchannel)
+        except MemoryBudgetError as err:
+            show_error(str(err))
+            return None
+        cfg.size_in, cfg.size_out = list(advice.size_in), list(advice.size_out)
+        cfg.loader.batch_size = advice.batch_size
+        self.form.set_config(cfg)
+        show_info(f"advice: {advice}")
+        return advice
+
     def _ask_import(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Import training config", "", "YAML (*.yaml *.yml)"
@@ -246,10 +312,22 @@ class TrainWidget(QWidget):
         if self.training:
             return None
         cfg = self.form.cfg.copy()  # the run keeps its own config; the form may change later
+        from_layers = self.layer_data.use_layers.value
         problems = self.form.problems() or config_mod.check_paths(cfg)
+        if from_layers:  # the layers replace the data folder
+            problems = [p for p in problems if p.key != "loader.datafolder"]
         if problems:
             show_error(str(ConfigError(problems, "cannot train")))
             return None
+        images = None
+        if from_layers:
+            try:
+                images = images_from_layers(
+                    self.layer_data.sets(), cfg.nchannel, min(cfg.nclass), cfg.size_out
+                )
+            except (ValueError, DataError) as err:
+                show_error(str(err))
+                return None
         self._stop.clear()
         self._done.clear()
         self.plot.clear()
@@ -260,6 +338,7 @@ class TrainWidget(QWidget):
             cfg,
             self._stop,
             self._done,
+            images,
             _start_thread=False,
             _connect={
                 "yielded": self._on_event,
@@ -319,7 +398,7 @@ class TrainWidget(QWidget):
         self._total_iterations = event.epochs * event.iterations_per_epoch
         self.progress.setRange(0, max(1, self._total_iterations))
         self.progress.setValue(event.start_iteration)
-        self.device_label.setText(f"device: {event.device}")
+        self.device_label.setText(f"device: {event.device} · {event.precision}")
         self.status.setText(
             f"training on {event.n_train_images} image(s)"
             + (f", validating on {event.n_validation_images}" if event.n_validation_images else "")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from .. import config
 from ..data import SAMPLE_KINDS, write_sample_folder
+from ..distributed import process_group
 from ..training import (
     BufferDrawn,
     CheckpointSaved,
@@ -52,20 +53,23 @@ def run_sample_data(args: argparse.Namespace) -> int:
 
 
 class _StopOnSigint:
-    """First Ctrl-C: finish the batch, save a checkpoint, exit. Second Ctrl-C: exit now."""
+    """First Ctrl-C (or SIGTERM, as a batch system sends before its time limit): finish the
+    batch, save a checkpoint, exit. A second one: exit now."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.previous = None
+        self.previous: dict = {}
 
     def __enter__(self) -> _StopOnSigint:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.stop.is_set():
@@ -82,16 +86,27 @@ def run_train(args: argparse.Namespace) -> int:
     problems = config.check_paths(cfg)
     if problems:
         raise config.ConfigError(problems, args.config)
-    recorder = MetricsRecorder(cfg.checkpoint_dir)
-    progress = ProgressBar()
     stop = threading.Event()
-    try:
-        with _StopOnSigint(stop):
-            for event in train(cfg, stop=stop):
-                recorder(event)
-                progress(event)
-    finally:
-        progress.close()
+    with process_group(cfg.device) as world:
+        # Under torchrun, rank 0 alone writes metrics and the loss curve and shows progress.
+        recorder = MetricsRecorder(cfg.checkpoint_dir) if world.main else None
+        progress = ProgressBar() if world.main else None
+        try:
+            with _StopOnSigint(stop):
+                for event in train(cfg, stop=stop):
+                    if recorder is not None and progress is not None:
+                        recorder(event)
+                        progress(event)
+                    if world.distributed and isinstance(event, TrainingFinished):
+                        print(
+                            f"rank {world.rank}/{world.size}: {event.reason} at epoch "
+                            f"{event.epoch}, iteration {event.iteration}, "
+                            f"weights {event.weights_digest}",
+                            file=sys.stderr,
+                        )
+        finally:
+            if progress is not None:
+                progress.close()
     return 0
 
 
@@ -140,7 +155,7 @@ class ProgressBar:
 
     def _start(self, event: TrainingStarted) -> None:
         tqdm.write(
-            f"training on {event.device}: {event.n_train_images} image(s), "
+            f"training on {event.device} ({event.precision}): {event.n_train_images} image(s), "
             f"{event.n_validation_images} held out, {event.iterations_per_epoch} iterations/epoch",
             file=sys.stderr,
         )

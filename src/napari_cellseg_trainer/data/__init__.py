@@ -1,15 +1,24 @@
-"""Training data: the folder format, the patch buffer with its augmentation, and sample data."""
+"""Training data: the folder format, the patch buffer with its augmentation, and sample data.
 
-from .buffer import (
-    PatchBuffer,
-    PatchSet,
-    augment_image,
-    draw_buffer,
-    iter_batches,
-    margin_of,
-    patch_counts,
-    rotate_image,
-)
+The patch buffer (which needs torch) loads when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .buffer import (
+        PatchBuffer,
+        PatchSet,
+        augment_image,
+        draw_buffer,
+        iter_batches,
+        margin_of,
+        patch_counts,
+        rotate_image,
+    )
 from .folder import (
     DataError,
     TrainingImage,
@@ -18,6 +27,8 @@ from .folder import (
     load_folder,
     write_training_image,
 )
+from .layers import LayerSet, export_training_folder, images_from_layers
+from .measure import ZoomAdvice, suggest_zoom
 from .sample import (
     SAMPLE_KINDS,
     ensure_sample_folder,
@@ -31,14 +42,18 @@ from .sample import (
 __all__ = [
     "SAMPLE_KINDS",
     "DataError",
+    "LayerSet",
     "PatchBuffer",
     "PatchSet",
     "TrainingImage",
+    "ZoomAdvice",
     "augment_image",
     "check_folder",
     "draw_buffer",
     "ensure_sample_folder",
+    "export_training_folder",
     "images_from_arrays",
+    "images_from_layers",
     "iter_batches",
     "load_folder",
     "make_sample",
@@ -48,6 +63,24 @@ __all__ = [
     "sample_cache_folder",
     "sample_image",
     "sample_training_image",
+    "suggest_zoom",
     "write_sample_folder",
     "write_training_image",
 ]
+
+_BUFFER = (
+    "PatchBuffer",
+    "PatchSet",
+    "augment_image",
+    "draw_buffer",
+    "iter_batches",
+    "margin_of",
+    "patch_counts",
+    "rotate_image",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUFFER:
+        return getattr(importlib.import_module(".buffer", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import PredictConfig, TrainConfig
-from ..devices import select_device
+from ..distributed import rank_device, world_from_env
 from ..models import build_model
 from ..normalization import normalize
 from .images import ImageReadError, read_image, write_ome_tiff
@@ -183,11 +183,17 @@ def run_prediction(
     progress: Callable[[str, int, int], None] | None = None,
     files: list[Path] | None = None,
 ) -> list[Path]:
-    """Segment every input of ``cfg``; return the paths written."""
-    device = select_device(cfg.device)
+    """Segment every input of ``cfg``; return the paths written.
+
+    Under torchrun (WORLD_SIZE > 1) each process segments its own share of the files, on its
+    own GPU when there are several; no process group is needed.
+    """
+    world = world_from_env()
+    device = rank_device(cfg.device, world)
+    files = world.mine(files if files is not None else input_files(cfg))
     model = load_model(cfg, cfg.model_path, device)
     written: list[Path] = []
-    for source in files if files is not None else input_files(cfg):
+    for source in files:
         stack = read_image(source)
         if stack.shape[0] > 1 and not cfg.mode.timelapse:
             raise ImageReadError(

@@ -1,10 +1,13 @@
-"""The two networks and their size rules."""
+"""The two networks and their size rules.
+
+The size rules (``geometry``) need no torch; the networks import it when first used, so the
+config and the napari panels load quickly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from . import geometry
 from .geometry import (
@@ -15,7 +18,11 @@ from .geometry import (
     nearest_valid_size_in,
     size_out,
 )
-from .unet_xy import UNetXY, UNetXYZoom
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .unet_xy import UNetXY, UNetXYZoom
 
 __all__ = [
     "MODEL_NAMES",
@@ -35,8 +42,18 @@ def build_model(
     name: str, nchannel: int = 1, nclass: Sequence[int] = (2, 2, 2), zoom_ratio: int = 3
 ) -> nn.Module:
     """``unet_xy`` or ``unet_xy_zoom`` with freshly initialised weights."""
+    from .unet_xy import UNetXY, UNetXYZoom
+
     if name == "unet_xy":
         return UNetXY(nchannel, nclass)
     if name == "unet_xy_zoom":
         return UNetXYZoom(nchannel, nclass, zoom_ratio)
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("UNetXY", "UNetXYZoom"):
+        from . import unet_xy
+
+        return getattr(unet_xy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,8 @@ All convolutions are valid (unpadded); pooling and up-sampling act on y and x on
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 
 MODEL_NAMES = ("unet_xy", "unet_xy_zoom")
@@ -125,3 +127,44 @@ def margin(model: str, size_in: Sequence[int], zoom_ratio: int = 3) -> tuple[int
     """(size_in - size_out) / 2 per axis: the context around the output patch."""
     out = size_out(model, size_in, zoom_ratio)
     return tuple((i - o) // 2 for i, o in zip(size_in, out, strict=True))  # type: ignore[return-value]
+
+
+def covering_size_in(
+    model: str,
+    size_in: Sequence[int],
+    shape: Sequence[int],
+    max_voxels: int,
+    zoom_ratio: int = 3,
+) -> tuple[int, int, int]:
+    """The valid input size that predicts a volume of ``shape`` at the least cost.
+
+    The networks are fully convolutional with valid convolutions, so any valid tile size
+    predicts the whole volume (up to where tile borders fall relative to the y-x pooling grid,
+    as with any tiling); bigger tiles waste less of each pass on the margin. Among tiles of
+    at most ``max_voxels`` input voxels, never smaller than ``size_in``, this picks the one that
+    minimises (number of tiles x input voxels per tile).
+    """
+    k = _zoom(model, zoom_ratio)
+    base = tuple(int(v) for v in size_in)
+    base_out = size_out(model, base, zoom_ratio)
+
+    def tile_for(axis: int, out: int) -> int:
+        if axis == 0:
+            return max(base[0], out + _Z_LOSS[model])
+        wanted = out + base[axis] - base_out[axis]
+        return max(base[axis], wanted if _yx_valid(wanted, k) else _nearest_yx(wanted, k)[1])
+
+    options = []
+    for axis, n in enumerate(shape):
+        most = min(64, -(-int(n) // base_out[axis]))
+        options.append({tile_for(axis, -(-int(n) // t)) for t in range(1, most + 1)})
+    best, best_cost = base, None
+    for candidate in itertools.product(*options):
+        voxels = candidate[0] * candidate[1] * candidate[2]
+        if voxels > max_voxels and candidate != base:
+            continue
+        out = size_out(model, candidate, zoom_ratio)
+        tiles = math.prod(-(-int(n) // o) for n, o in zip(shape, out, strict=True))
+        if best_cost is None or tiles * voxels < best_cost:
+            best, best_cost = candidate, tiles * voxels
+    return best

@@ -1,4 +1,13 @@
-"""Training: the event-generating loop, the Aux loss, validation and run metrics."""
+"""Training: the event-generating loop, the Aux loss, validation and run metrics.
+
+The events load at once (the panels draw them); the loop, the loss and the metrics, which
+need torch or matplotlib, load when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .events import (
     BufferDrawn,
@@ -11,9 +20,21 @@ from .events import (
     TrainingStarted,
     ValidationDone,
 )
-from .loop import TrainingError, checkpoint_path, resolve_resume, train
-from .loss import AuxLoss, weighted_nll
-from .metrics import MetricsRecorder
+
+if TYPE_CHECKING:
+    from .loop import TrainingError, checkpoint_path, resolve_resume, train
+    from .loss import AuxLoss, weighted_nll
+    from .metrics import MetricsRecorder
+
+_LAZY = {
+    "TrainingError": "loop",
+    "checkpoint_path": "loop",
+    "resolve_resume": "loop",
+    "train": "loop",
+    "AuxLoss": "loss",
+    "weighted_nll": "loss",
+    "MetricsRecorder": "metrics",
+}
 
 __all__ = [
     "AuxLoss",
@@ -33,3 +54,9 @@ __all__ = [
     "train",
     "weighted_nll",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,7 @@ class TrainingStarted:
     start_epoch: int
     epochs: int
     start_iteration: int
+    precision: str = "fp32"  # the step's arithmetic: fp32, bf16 or fp16 (mixed)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class TrainingFinished:
     epoch: int
     iteration: int
     checkpoint: Path | None
+    weights_digest: str = ""  # SHA-1 prefix of the final weights (equal on every rank)
 
 
 Event = (

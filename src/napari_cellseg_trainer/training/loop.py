@@ -18,7 +18,15 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data import PatchBuffer, TrainingImage, iter_batches, load_folder
-from ..devices import describe_device, select_device
+from ..devices import describe_device
+from ..distributed import (
+    any_rank,
+    current_world,
+    rank_device,
+    sum_over_ranks,
+    weights_digest,
+    wrap,
+)
 from ..models import build_model
 from .events import (
     BufferDrawn,
@@ -32,6 +40,7 @@ from .events import (
     ValidationDone,
 )
 from .loss import AuxLoss
+from .precision import maybe_compile, step_options
 from .validation import split_validation, validate
 
 
@@ -59,14 +68,24 @@ def train(
     stop: threading.Event | None = None,
     images: Sequence[TrainingImage] | None = None,
 ) -> Iterator[Event]:
-    """Train as ``cfg`` says, yielding events; ``images`` replaces the data folder if given."""
+    """Train as ``cfg`` says, yielding events; ``images`` replaces the data folder if given.
+
+    Under torchrun (a joined process group, see :mod:`.distributed`) every rank runs this with
+    its own share of each patch buffer; rank 0 alone saves checkpoints and yields previews;
+    the held-out images are split across ranks for validation.
+    """
     stop = stop or threading.Event()
+    world = current_world()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    device = rank_device(cfg.device, world)
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    rng = np.random.default_rng(seed)
+    if world.distributed and cfg.seed is None:  # rank 0's random seed, for all
+        seed = int(sum_over_ranks([seed if world.main else 0], world, device)[0])
+    shared_rng = np.random.default_rng(seed)  # the same on every rank: the validation split
+    # Each rank draws its own patches; DDP starts every rank from rank 0's weights.
+    rng = np.random.default_rng([seed, world.rank]) if world.distributed else shared_rng
     torch.manual_seed(seed)
-    device = select_device(cfg.device)
 
     if images is None:
         images = load_folder(
@@ -76,20 +95,25 @@ def train(
             cfg.size_out,
             cfg.loss.ignore_index,
         )
-    train_images, val_images = split_validation(images, cfg.validation, rng)
+    train_images, val_images = split_validation(images, cfg.validation, shared_rng)
 
-    model = build_model(cfg.model.name, cfg.nchannel, cfg.nclass, cfg.model.zoom_ratio).to(device)
+    net = build_model(cfg.model.name, cfg.nchannel, cfg.nclass, cfg.model.zoom_ratio).to(device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     loss_fn = AuxLoss(cfg.loss.loss_weight, cfg.loss.ignore_index)
     epoch, iteration = 0, 0
-    if cfg.resume:
-        epoch, iteration = _resume(cfg.resume, model, optimizer, device)
+    if cfg.resume:  # every rank loads the same full checkpoint, whatever the number of ranks
+        epoch, iteration = _resume(cfg.resume, net, optimizer, device)
+    options = step_options(cfg, device)
+    if options.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    model = maybe_compile(wrap(net, device, world), cfg, device)
 
     out_dir = Path(cfg.checkpoint_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_patches = cfg.loader.PatchPerBuffer
+    if world.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    n_patches = world.share(cfg.loader.PatchPerBuffer)
     buffer = PatchBuffer(
         train_images,
         n_patches,
@@ -107,6 +131,7 @@ def train(
         start_epoch=epoch,
         epochs=cfg.epochs,
         start_iteration=iteration,
+        precision=options.name,
     )
 
     patches = None
@@ -120,43 +145,87 @@ def train(
             losses: list[float] = []
             epoch_start = time.perf_counter()
             for raw, label, costmap in iter_batches(patches, cfg.loader.batch_size, rng):
-                if stop.is_set():
-                    saved = _save(out_dir, epoch, iteration, model, optimizer, device, cfg)
-                    yield saved
-                    yield TrainingFinished("stopped", epoch, iteration, saved.path)
+                if any_rank(stop.is_set(), world, device):
+                    path = None
+                    if world.main:  # the others have the same weights: one file is enough
+                        saved = _save(out_dir, epoch, iteration, net, optimizer, device, cfg)
+                        path = saved.path
+                        yield saved
+                    yield TrainingFinished("stopped", epoch, iteration, path, weights_digest(net))
                     return
                 step_start = time.perf_counter()
                 raw, label, costmap = raw.to(device), label.to(device), costmap.to(device)
-                outputs = model(raw)
-                loss = loss_fn(outputs, label, costmap)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"the loss became {value} at iteration {iteration + 1} (epoch {epoch + 1}); "
-                        "the weights were not updated and the last checkpoint on disk is intact. "
-                        "Check the training data for NaN values or lower learning_rate."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                try:
+                    with options.autocast(device):
+                        outputs = model(options.layout(raw))
+                    outputs = [o.float() for o in outputs]  # the loss in float32
+                    loss = loss_fn(outputs, label, costmap)
+                    # The mean over ranks: what is reported; a NaN anywhere stops every rank.
+                    value = sum_over_ranks([float(loss.detach())], world, device)[0] / world.size
+                    if not math.isfinite(value):
+                        raise TrainingError(
+                            f"the loss became {value} at iteration {iteration + 1} "
+                            f"(epoch {epoch + 1}); the weights were not updated and the last "
+                            "checkpoint on disk is intact. Check the training data for NaN "
+                            "values or lower learning_rate."
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    if options.scaler is None:
+                        loss.backward()
+                        optimizer.step()
+                    else:  # fp16: scale the loss so small gradients do not underflow
+                        options.scaler.scale(loss).backward()
+                        options.scaler.step(optimizer)
+                        options.scaler.update()
+                except torch.OutOfMemoryError as err:
+                    raise TrainingError(out_of_memory_message(cfg, device, iteration + 1)) from err
                 iteration += 1
                 losses.append(value)
                 yield IterationEnd(epoch, iteration, value, time.perf_counter() - step_start)
-                if cfg.preview_every_n_iter and iteration % cfg.preview_every_n_iter == 0:
+                if (
+                    world.main
+                    and cfg.preview_every_n_iter
+                    and iteration % cfg.preview_every_n_iter == 0
+                ):
                     yield _preview(epoch, iteration, raw, label, outputs[0], cfg)
             epoch += 1
             yield EpochEnd(
                 epoch, float(np.mean(losses)), iteration, time.perf_counter() - epoch_start
             )
             if val_images and epoch % cfg.validation.validate_every_n_epoch == 0:
-                pairs, iou = validate(model, val_images, cfg, device)
-                yield ValidationDone(epoch, pairs, iou)
-            if epoch % cfg.save_every_n_epoch == 0 or epoch == cfg.epochs:
-                yield _save(out_dir, epoch, iteration, model, optimizer, device, cfg)
+                pairs, iou = validate(net, val_images, cfg, device, world)
+                if world.main:
+                    yield ValidationDone(epoch, pairs, iou)
+            if world.main and (epoch % cfg.save_every_n_epoch == 0 or epoch == cfg.epochs):
+                yield _save(out_dir, epoch, iteration, net, optimizer, device, cfg)
     finally:
         buffer.close()
     last = checkpoint_path(out_dir, epoch)
-    yield TrainingFinished("completed", epoch, iteration, last if last.exists() else None)
+    yield TrainingFinished(
+        "completed", epoch, iteration, last if last.exists() else None, weights_digest(net)
+    )
+
+
+def out_of_memory_message(cfg: TrainConfig, device: torch.device, iteration: int) -> str:
+    """What to do when a step does not fit: the advisor's sizes for this device's memory."""
+    from ..models.memory import MemoryBudgetError, advise
+
+    text = (
+        f"out of memory on {describe_device(device)} at iteration {iteration} with size_in "
+        f"{cfg.size_in} and batch_size {cfg.loader.batch_size}; the last checkpoint on disk "
+        "is intact. Use a smaller size_in or batch_size"
+    )
+    if device.type != "cuda":
+        return text + "."
+    total = torch.cuda.get_device_properties(device).total_memory
+    try:
+        advice = advise(cfg.model.name, total, cfg.model.zoom_ratio, cfg.nchannel)
+    except MemoryBudgetError:
+        return text + "."
+    return (
+        f"{text}, e.g. size_in {list(advice.size_in)} (size_out {list(advice.size_out)}) "
+        f"with batch_size {advice.batch_size} (cellseg-trainer advise)."
+    )
 
 
 def _save(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 
 from ..config import ConfigError, Problem, TrainConfig, ValidationSection
 from ..data import TrainingImage
+from ..distributed import World, sum_over_ranks
 from ..inference import predict_volume
+from ..models import geometry
 
 
 def split_validation(
@@ -66,18 +69,43 @@ def iou_within_cost(
     return np.count_nonzero(pred & truth) / union
 
 
+def validation_tile(cfg: TrainConfig, shape: Sequence[int]) -> tuple[int, int, int]:
+    """The tile size for predicting a held-out image: larger than the training patch.
+
+    The network is fully convolutional, so bigger tiles predict the same image with fewer
+    borders and much less margin recomputed; the input is at most 2 x batch_size training
+    patches, which fits wherever training fits (evaluation keeps no activations for backward).
+    """
+    budget = 2 * cfg.loader.batch_size * math.prod(cfg.size_in)
+    return geometry.covering_size_in(
+        cfg.model.name, cfg.size_in, shape, budget, cfg.model.zoom_ratio
+    )
+
+
 def validate(
-    model: torch.nn.Module, images: Sequence[TrainingImage], cfg: TrainConfig, device: torch.device
+    model: torch.nn.Module,
+    images: Sequence[TrainingImage],
+    cfg: TrainConfig,
+    device: torch.device,
+    world: World | None = None,
 ) -> tuple[tuple[tuple[int, int], ...], tuple[float, ...]]:
-    """Mean IoU per ``validation.OutputCh`` pair over the held-out images."""
+    """Mean IoU per ``validation.OutputCh`` pair over the held-out images.
+
+    Distributed, each rank predicts its share of the images and the sums are combined.
+    """
+    world = world or World()
     pairs = output_pairs(cfg.validation.OutputCh)
-    scores = np.zeros((len(images), len(pairs)))
+    mine = world.mine(images)
+    scores = np.zeros((len(mine), len(pairs)))
     was_training = model.training
-    for i, image in enumerate(images):
+    for i, image in enumerate(mine):
+        size_in = validation_tile(cfg, image.shape)
+        size_out = geometry.size_out(cfg.model.name, size_in, cfg.model.zoom_ratio)
         prob = predict_volume(
-            model, image.raw, cfg.size_in, cfg.size_out, output_pairs=pairs, device=device
+            model, image.raw, size_in, size_out, output_pairs=pairs, device=device
         )
         for j, (_, cls) in enumerate(pairs):
             scores[i, j] = iou_within_cost(prob[j], image.label, image.costmap, cls)
     model.train(was_training)
-    return pairs, tuple(float(s) for s in scores.mean(axis=0))
+    totals = sum_over_ranks([*scores.sum(axis=0), len(mine)], world, device)
+    return pairs, tuple(float(s) / totals[-1] for s in totals[:-1])

@@ -1,0 +1,231 @@
+"""How much memory a training step takes, and the patch and batch sizes that fit a budget.
+
+The model: a training step holds the weights, their gradients and Adam's two moments
+(16 bytes per parameter), plus the activations autograd keeps for the backward pass, which grow
+with batch x (the sum of every layer's output size for one patch). The layer outputs are counted
+exactly by running the network on PyTorch's "meta" device (shapes only, no memory, no time);
+the bytes per counted element were measured (``bench/bench_memory.py``; see docs/patch_sizes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from . import build_model, geometry
+
+# Fitted to peaks measured on CPU (fp32, unet_xy, batch 1, size_in [32|48, 100|148, 100|148];
+# bench/bench_memory.py): 3.7 bytes per layer-output element (what autograd keeps for backward
+# and the gradients alive at the backward peak; in-place ReLUs share their input's memory).
+BYTES_PER_ELEMENT = 3.7
+BYTES_PER_PARAMETER = 16  # fp32 weight, gradient, Adam exp_avg and exp_avg_sq
+FIXED_BYTES = 260 * 2**20  # runtime and allocator overhead, independent of the patch
+# The established patch depth per model (the seed's sizes): the advisor grows y and x.
+Z_IN = {"unet_xy": 48, "unet_xy_zoom": 52}
+PREFERRED_BATCHES = (8, 4, 2, 1)
+# Plan with this share of the budget: headroom for cuDNN workspaces and fragmentation.
+USABLE_SHARE = 0.85
+
+
+class MemoryBudgetError(ValueError):
+    """A memory budget that is unreadable or too small for any patch."""
+
+
+@lru_cache(maxsize=64)
+def layer_elements(
+    model: str, size_in: tuple[int, int, int], zoom_ratio: int = 3, nchannel: int = 1
+) -> int:
+    """Elements of all leaf layers' outputs in a forward pass of one patch (shapes only)."""
+    geometry.size_out(model, size_in, zoom_ratio)  # refuse invalid sizes with the usual message
+    with torch.device("meta"):
+        net = build_model(model, nchannel=nchannel, zoom_ratio=zoom_ratio)
+    total = 0
+
+    def count(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        nonlocal total
+        outs = output if isinstance(output, list | tuple) else [output]
+        total += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    try:
+        net(torch.empty(1, nchannel, *size_in, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+@lru_cache(maxsize=8)
+def parameter_count(model: str, zoom_ratio: int = 3, nchannel: int = 1) -> int:
+    with torch.device("meta"):
+        net = build_model(model, nchannel=nchannel, zoom_ratio=zoom_ratio)
+    return sum(p.numel() for p in net.parameters())
+
+
+def training_bytes(
+    model: str, size_in: Sequence[int], batch_size: int, zoom_ratio: int = 3, nchannel: int = 1
+) -> int:
+    """Predicted peak memory of one fp32 training step (forward, backward, Adam)."""
+    size = tuple(int(v) for v in size_in)
+    acts = layer_elements(model, size, zoom_ratio, nchannel) * batch_size * BYTES_PER_ELEMENT
+    params = parameter_count(model, zoom_ratio, nchannel) * BYTES_PER_PARAMETER
+    return int(acts + params + FIXED_BYTES)
+
+
+@dataclass(frozen=True)
+class SizeAdvice:
+    model: str
+    zoom_ratio: int | None
+    size_in: tuple[int, int, int]
+    size_out: tuple[int, int, int]
+    batch_size: int
+    predicted_bytes: int
+    budget_bytes: int
+
+    def __str__(self) -> str:
+        zoom = f" (zoom_ratio {self.zoom_ratio})" if self.zoom_ratio else ""
+        return (
+            f"{self.model}{zoom} in {self.budget_bytes / 2**30:.1f} GiB: "
+            f"size_in {list(self.size_in)} -> size_out {list(self.size_out)}, "
+            f"batch_size {self.batch_size} (predicted peak {self.predicted_bytes / 2**30:.2f} GiB)"
+        )
+
+
+def advise(model: str, budget_bytes: int, zoom_ratio: int = 3, nchannel: int = 1) -> SizeAdvice:
+    """The largest valid square patch (the model's usual depth) and a batch that fit the budget.
+
+    Plans with ``USABLE_SHARE`` of the budget. Batches of 8, then 4, then 2 are preferred while
+    the patch stays at least as large in y-x as the smallest valid one plus two steps;
+    otherwise the largest patch with batch 1. Raises ValueError when not even the smallest
+    patch with batch 1 fits.
+    """
+    usable = budget_bytes * USABLE_SHARE
+    k = zoom_ratio if model == "unet_xy_zoom" else 1
+    z = Z_IN[model]
+    candidates = geometry.valid_yx(model, zoom_ratio, hi=4000 * k)
+    floor = candidates[min(2, len(candidates) - 1)]
+
+    def largest(batch: int) -> int | None:
+        # Memory grows with the patch: bisect the sorted candidates instead of trying all.
+        lo, hi, best = 0, len(candidates) - 1, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            v = candidates[mid]
+            if training_bytes(model, (z, v, v), batch, zoom_ratio, nchannel) <= usable:
+                best, lo = v, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    for batch in PREFERRED_BATCHES:
+        yx = largest(batch)
+        if yx is not None and (yx >= floor or batch == 1):
+            size = (z, yx, yx)
+            return SizeAdvice(
+                model,
+                zoom_ratio if model == "unet_xy_zoom" else None,
+                size,
+                geometry.size_out(model, size, zoom_ratio),
+                batch,
+                training_bytes(model, size, batch, zoom_ratio, nchannel),
+                int(budget_bytes),
+            )
+    smallest = (z, candidates[0], candidates[0])
+    need = training_bytes(model, smallest, 1, zoom_ratio, nchannel)
+    raise MemoryBudgetError(
+        f"{budget_bytes / 2**30:.1f} GiB is too little for {model}: the smallest patch "
+        f"{list(smallest)} with batch 1 needs about {need / 2**30:.1f} GiB"
+    )
+
+
+def parse_memory(text: str) -> int:
+    """'8GB', '8 GiB', '7.5G', '512MB' -> bytes (GB and GiB both mean 2**30 here)."""
+    cleaned = text.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    scale = units.get(cleaned[-1:], None)
+    number = cleaned[:-1] if scale else cleaned
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise MemoryBudgetError(
+            f"memory {text!r}: expected a size like 8GB, 7.5G or 512MB"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise MemoryBudgetError(f"memory {text!r} must be positive")
+    return int(value)
+
+
+def detected_free_memory() -> int:
+    """Free memory of the current CUDA GPU; MemoryBudgetError when there is none."""
+    if not torch.cuda.is_available():
+        raise MemoryBudgetError("no CUDA GPU detected here: give the budget as a number, e.g. 8GB")
+    free, _total = torch.cuda.mem_get_info()
+    return int(free)
+
+
+def measure_peak_bytes(
+    model: str, size_in: Sequence[int], batch_size: int, device: str = "cpu", zoom_ratio: int = 3
+) -> int:
+    """Measured peak memory of two fp32 training steps, in a fresh process.
+
+    On CPU (Linux): peak resident memory (VmHWM) minus the resident memory before the model
+    was built; on CUDA: ``torch.cuda.max_memory_allocated``.
+    """
+    arg = json.dumps([model, [int(v) for v in size_in], batch_size, device, zoom_ratio])
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, arg], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {model} {list(size_in)} failed: {done.stderr[-500:]}")
+    return int(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _peak_of_two_steps(
+    model: str, size_in: list[int], batch: int, device_name: str, zoom_ratio: int
+) -> int:
+    """The child of :func:`measure_peak_bytes`."""
+    from ..training.loss import AuxLoss
+
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * 4096
+
+    device = torch.device(device_name)
+    base = rss()
+    net = build_model(model, zoom_ratio=zoom_ratio).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = AuxLoss([1, 1, 1], None)
+    out = geometry.size_out(model, size_in, zoom_ratio)
+    x = torch.rand(batch, 1, *size_in, device=device)
+    label = torch.randint(0, 2, (batch, *out), device=device)
+    cost = torch.ones(batch, *out, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(2):  # the first step also creates Adam's state
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(net(x), label, cost).backward()
+        optimizer.step()
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return _high_water_mark() - base
+
+
+def _high_water_mark() -> int:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the
+    parent across fork and exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+if __name__ == "__main__":
+    print(_peak_of_two_steps(*json.loads(sys.argv[1])))

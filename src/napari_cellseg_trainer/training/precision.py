@@ -1,0 +1,74 @@
+"""Mixed precision, memory layout and compilation for the training step (GPU speed options).
+
+Weights, optimiser state and checkpoints stay float32 whatever the precision: autocast runs
+the convolutions in bfloat16/float16 and keeps reductions in float32; float16 also needs loss
+scaling (a GradScaler) against underflowing gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ..config import TrainConfig
+
+
+class PrecisionError(RuntimeError):
+    """The requested precision or compilation cannot run on this device."""
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    dtype: torch.dtype | None  # the autocast dtype; None: float32
+    scaler: torch.amp.GradScaler | None
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+
+def _bf16_ok(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"
+
+
+def step_options(cfg: TrainConfig, device: torch.device) -> StepOptions:
+    """Resolve ``precision`` (auto: bf16 on CUDA GPUs that support it, else fp32)."""
+    request = cfg.precision
+    if request == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" and _bf16_ok(device) else None
+    elif request == "fp32":
+        dtype = None
+    elif request == "bf16":
+        if not _bf16_ok(device):
+            raise PrecisionError(f"precision: bf16 is not supported on {device}; use fp16 or fp32")
+        dtype = torch.bfloat16
+    else:
+        if device.type not in ("cuda", "cpu"):
+            raise PrecisionError(f"precision: fp16 is not supported on {device}; use fp32")
+        dtype = torch.float16
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return StepOptions(dtype, scaler, bool(cfg.channels_last))
+
+
+def maybe_compile(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.nn.Module:
+    """``torch.compile(model)`` when asked (CUDA only), else the model."""
+    if not cfg.compile:
+        return model
+    if device.type != "cuda":
+        raise PrecisionError(f"compile: true needs a CUDA GPU (training runs on {device})")
+    return torch.compile(model)

@@ -1,0 +1,41 @@
+"""Long sessions: many preview updates keep the layers and memory flat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cellseg_trainer._qt.preview import NAMES, PreviewLayers
+from napari_cellseg_trainer.training.events import PreviewPatch
+
+pytestmark = pytest.mark.gui
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+def test_a_thousand_preview_updates_keep_layer_count_and_memory_flat(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 128, 128), np.float32), name="data")
+    previews = PreviewLayers(viewer)
+    rng = np.random.default_rng(0)
+    shape = (4, 12, 12)
+    after: dict[int, float] = {}
+    for i in range(1, 1001):
+        previews.show(
+            PreviewPatch(
+                epoch=i // 10,
+                iteration=i,
+                raw=rng.random(shape, dtype=np.float32),
+                label=(rng.random(shape) > 0.5).astype(np.uint8),
+                probability=rng.random(shape, dtype=np.float32),
+            )
+        )
+        if i in (100, 1000):
+            after[i] = rss_mb()
+    assert len(viewer.layers) == 1 + len(NAMES)
+    assert [layer.name for layer in viewer.layers][1:] == list(NAMES)
+    assert previews.updates == 1000
+    assert after[1000] - after[100] < 40, after  # MB: no per-update growth
