@@ -18,6 +18,8 @@ from _gui import wait_until
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs/images/train_panel.png")
+    parser.add_argument("--ready-out", default="docs/images/train_ready.png")
+    parser.add_argument("--stopped-out", default="docs/images/train_stopped.png")
     parser.add_argument("--epochs", type=int, default=4, help="epochs to watch before the shot")
     args = parser.parse_args()
 
@@ -30,6 +32,8 @@ def main() -> None:
     panel.use_sample_preset()
     with tempfile.TemporaryDirectory() as runs:
         panel.form.set_value("checkpoint_dir", runs)
+        viewer.reset_view()
+        shoot(viewer, args.ready_out)  # step 1-2 of the walkthrough: ready to Train
         panel.start_training()
         ok = wait_until(
             lambda: (
@@ -39,15 +43,21 @@ def main() -> None:
         )
         panel.plot.redraw()
         viewer.reset_view()
-        wait_until(lambda: False, timeout=1.0)  # let the canvas and the plot repaint
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(args.out, canvas_only=False)
+        shoot(viewer, args.out)
         print(
             f"wrote {args.out} after {len(panel.plot.history.iteration_loss)} iterations"
             + ("" if ok else " (timed out waiting)")
         )
-        panel.shutdown()
+        panel.stop_training()
+        wait_until(lambda: not panel.training, timeout=600)
+        shoot(viewer, args.stopped_out)  # after Stop: the checkpoint notification
     viewer.close()
+
+
+def shoot(viewer: napari.Viewer, path: str) -> None:
+    wait_until(lambda: False, timeout=1.0)  # let the canvas, the plot and notifications repaint
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(path, canvas_only=False)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ class ProgressBar:
 
     def _start(self, event: TrainingStarted) -> None:
         tqdm.write(
-            f"training on {event.device} ({event.precision}): {event.n_train_images} image(s), "
+            f"training on {event.device}, {event.precision}: {event.n_train_images} image(s), "
             f"{event.n_validation_images} held out, {event.iterations_per_epoch} iterations/epoch",
             file=sys.stderr,
         )

@@ -5,8 +5,9 @@ The patch buffer (which needs torch) loads when first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_members
 
 if TYPE_CHECKING:
     from .buffer import (
@@ -68,19 +69,19 @@ __all__ = [
     "write_training_image",
 ]
 
-_BUFFER = (
-    "PatchBuffer",
-    "PatchSet",
-    "augment_image",
-    "draw_buffer",
-    "iter_batches",
-    "margin_of",
-    "patch_counts",
-    "rotate_image",
+__getattr__ = lazy_members(
+    __name__,
+    dict.fromkeys(
+        (
+            "PatchBuffer",
+            "PatchSet",
+            "augment_image",
+            "draw_buffer",
+            "iter_batches",
+            "margin_of",
+            "patch_counts",
+            "rotate_image",
+        ),
+        "buffer",
+    ),
 )
-
-
-def __getattr__(name: str) -> Any:
-    if name in _BUFFER:
-        return getattr(importlib.import_module(".buffer", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,9 @@ config and the napari panels load quickly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_members
 from . import geometry
 from .geometry import (
     MODEL_NAMES,
@@ -51,9 +52,4 @@ def build_model(
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("UNetXY", "UNetXYZoom"):
-        from . import unet_xy
-
-        return getattr(unet_xy, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_members(__name__, {"UNetXY": "unet_xy", "UNetXYZoom": "unet_xy"})
