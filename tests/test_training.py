@@ -240,8 +240,9 @@ def test_many_epochs_do_not_grow_memory(tiny_config, tmp_path):
     rss = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(rss) == 24
     # The allocator settles in the first ~12 epochs (measured: +300 MB, then a plateau with
-    # +-50 MB of noise). A leak shows as a last third above the middle third.
-    assert max(rss[16:]) <= max(rss[8:16]) + 50, rss
+    # +-60 MB of noise per epoch). A leak shows as a last third above the middle third;
+    # medians, because single epochs jump with the allocator.
+    assert np.median(rss[16:]) <= np.median(rss[8:16]) + 40, rss
 
 
 def test_compile_and_unsupported_precisions_are_refused_on_cpu(tiny_config):
