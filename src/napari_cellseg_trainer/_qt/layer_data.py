@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from magicgui import widgets
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QVBoxLayout, QWidget
 
 from ..data.layers import LayerSet, export_training_folder
 from ..data.measure import ZoomAdvice, suggest_zoom
 from .layers import user_images
+from .widgets import push_button
 
 if TYPE_CHECKING:
     import napari
@@ -65,14 +66,16 @@ class LayerDataPanel(QWidget):
         )
         self.rows: list[_SetRow] = []
         self._rows_box = QVBoxLayout()
-        add = self._button("+ set", self.add_set, "Another image with its ground truth")
-        remove = self._button("− set", self.remove_set, "Remove the last set")
-        export = self._button(
+        add = push_button(self, "+ set", self.add_set, "Another image with its ground truth")
+        remove = push_button(self, "− set", self.remove_set, "Remove the last set")
+        export = push_button(
+            self,
             "Export as training folder…",
             self._ask_export,
             "Write the sets as NAME.ome.tif, NAME_GT.ome.tif, NAME_CM.ome.tif for the CLI",
         )
-        self.zoom_button = self._button(
+        self.zoom_button = push_button(
+            self,
             "Suggest model / zoom",
             self.suggest,
             "Measure the objects of the first set's ground truth and suggest a model",
@@ -88,12 +91,6 @@ class LayerDataPanel(QWidget):
         self.add_set()
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
-
-    def _button(self, text: str, slot, tip: str) -> QPushButton:
-        b = QPushButton(text, self)
-        b.clicked.connect(slot)
-        b.setToolTip(tip)
-        return b
 
     # ------------------------------------------------------------------ choices
 

@@ -18,7 +18,7 @@ from napari.layers import Image
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from .. import config as config_mod
 from .._schema import ConfigError
@@ -26,6 +26,7 @@ from ..data.layers import safe_name
 from ..errors import USER_ERRORS
 from .config_form import ConfigForm
 from .layers import PROBABILITY_SUFFIX, user_images
+from .widgets import push_button
 
 if TYPE_CHECKING:
     import napari
@@ -167,17 +168,17 @@ class PredictWidget(QWidget):
         top = widgets.Container(widgets=[self.image_box], labels=True)
         bottom = widgets.Container(widgets=[self.threshold, self.save_probability], labels=True)
 
-        self.preview_button = self._button(
-            "Preview (current z)", self.preview, "Segment the planes around the current z"
+        self.preview_button = push_button(
+            self, "Preview (current z)", self.preview, "Segment the planes around the current z"
         )
-        self.whole_button = self._button(
-            "Whole volume", self.predict_whole, "Segment the whole volume"
+        self.whole_button = push_button(
+            self, "Whole volume", self.predict_whole, "Segment the whole volume"
         )
-        self.cancel_button = self._button(
-            "Cancel", self.cancel, "Stop after the current batch of tiles"
+        self.cancel_button = push_button(
+            self, "Cancel", self.cancel, "Stop after the current batch of tiles"
         )
-        self.save_button = self._button(
-            "Save…", self.save, "Write segmentation and prediction config to OutputDir"
+        self.save_button = push_button(
+            self, "Save…", self.save, "Write segmentation and prediction config to OutputDir"
         )
         self.progress = QProgressBar(self)
         self.status = QLabel("choose a checkpoint and an image layer", self)
@@ -199,12 +200,6 @@ class PredictWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self._layers_changed)
         napari_viewer.layers.events.removed.connect(self._layers_changed)
         self._update_buttons()
-
-    def _button(self, text: str, slot, tip: str) -> QPushButton:
-        b = QPushButton(text, self)
-        b.clicked.connect(slot)
-        b.setToolTip(tip)
-        return b
 
     # ------------------------------------------------------------------ inputs
 

@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSplitter,
     QVBoxLayout,
@@ -48,6 +47,7 @@ from .config_form import ConfigForm
 from .layer_data import LayerDataPanel
 from .loss_plot import LossPlot
 from .preview import PreviewLayers
+from .widgets import push_button
 
 if TYPE_CHECKING:
     import napari
@@ -118,30 +118,29 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        def button(text: str, slot, tip: str) -> QPushButton:
-            b = QPushButton(text, self)
-            b.clicked.connect(slot)
-            b.setToolTip(tip)
-            return b
-
-        self.import_button = button(
-            "Import YAML…", self._ask_import, "Fill the form from a training config file"
+        self.import_button = push_button(
+            self, "Import YAML…", self._ask_import, "Fill the form from a training config file"
         )
-        self.export_button = button(
-            "Export YAML…", self._ask_export, "Save the form as a training config file"
+        self.export_button = push_button(
+            self, "Export YAML…", self._ask_export, "Save the form as a training config file"
         )
-        self.reset_button = button("Reset", self.reset, "Every field back to its default")
-        self.sample_button = button(
+        self.reset_button = push_button(
+            self, "Reset", self.reset, "Every field back to its default"
+        )
+        self.sample_button = push_button(
+            self,
             "Sample preset",
             self.use_sample_preset,
             "Train on the embedded sample data with small patches that train visibly on a CPU",
         )
-        self.preview_button = button(
+        self.preview_button = push_button(
+            self,
             "Preview latest checkpoint",
             self.preview_latest_checkpoint,
             "Segment the planes around the current z of the selected image with the newest checkpoint",
         )
-        self.advise_button = button(
+        self.advise_button = push_button(
+            self,
             "Advise sizes",
             self.advise_sizes,
             "Set the largest size_in and a batch_size whose training step fits the memory "
@@ -150,9 +149,11 @@ class TrainWidget(QWidget):
         self.memory_box = QLineEdit(self)
         self.memory_box.setPlaceholderText("GPU free memory, or e.g. 8GB")
         self.memory_box.setToolTip("Memory budget for Advise sizes; empty: the GPU's free memory")
-        self.train_button = button("Train", self.start_training, "Start training with this config")
-        self.stop_button = button(
-            "Stop", self.stop_training, "Stop after this batch and save a checkpoint"
+        self.train_button = push_button(
+            self, "Train", self.start_training, "Start training with this config"
+        )
+        self.stop_button = push_button(
+            self, "Stop", self.stop_training, "Stop after this batch and save a checkpoint"
         )
         self.progress = QProgressBar(self)
         self.progress.setFormat("%p%")

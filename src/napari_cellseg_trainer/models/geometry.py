@@ -8,6 +8,7 @@ All convolutions are valid (unpadded); pooling and up-sampling act on y and x on
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -144,6 +145,24 @@ def covering_size_in(
     at most ``max_voxels`` input voxels, never smaller than ``size_in``, this picks the one that
     minimises (number of tiles x input voxels per tile).
     """
+    return _search_covering(
+        model,
+        tuple(int(v) for v in size_in),
+        tuple(int(v) for v in shape),
+        int(max_voxels),
+        zoom_ratio,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _search_covering(
+    model: str,
+    size_in: Sequence[int],
+    shape: Sequence[int],
+    max_voxels: int,
+    zoom_ratio: int,
+) -> tuple[int, int, int]:
+    """The search behind :func:`covering_size_in` (cached there: validation asks every epoch)."""
     k = _zoom(model, zoom_ratio)
     base = tuple(int(v) for v in size_in)
     base_out = size_out(model, base, zoom_ratio)
