@@ -37,3 +37,32 @@ def test_bad_training_folder_exits_2_naming_the_file(case, tiny_config, tmp_path
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
     assert not list(tmp_path.rglob("*.pytorch"))
+
+
+def test_every_input_error_is_caught_as_user_input():
+    """The CLI and the panels catch UserInputError: each module's input error must be one."""
+    from napari_cellseg_trainer.checkpoint import CheckpointError
+    from napari_cellseg_trainer.config import ConfigError
+    from napari_cellseg_trainer.data import DataError
+    from napari_cellseg_trainer.devices import DeviceError
+    from napari_cellseg_trainer.errors import UserInputError
+    from napari_cellseg_trainer.inference.images import ImageReadError
+    from napari_cellseg_trainer.models.geometry import InvalidSizeError
+    from napari_cellseg_trainer.models.memory import MemoryBudgetError
+    from napari_cellseg_trainer.normalization import NormalizationError
+    from napari_cellseg_trainer.training import TrainingError
+    from napari_cellseg_trainer.training.precision import PrecisionError
+
+    for error in (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DeviceError,
+        ImageReadError,
+        InvalidSizeError,
+        MemoryBudgetError,
+        NormalizationError,
+        PrecisionError,
+        TrainingError,
+    ):
+        assert issubclass(error, UserInputError), error

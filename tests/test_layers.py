@@ -59,3 +59,16 @@ def test_importing_the_core_loads_no_gui_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_opening_the_panels_waits_for_no_heavy_import():
+    """torch, matplotlib and scipy.ndimage cost the panels seconds to open: they load later
+    (torch in the worker, matplotlib in the loss plot's drawing thread, scipy when used)."""
+    heavy = ("torch", "matplotlib", "scipy.ndimage")
+    code = (
+        "import sys, napari_cellseg_trainer._qt.train_widget, "
+        "napari_cellseg_trainer._qt.predict_widget\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

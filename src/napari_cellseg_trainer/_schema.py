@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .errors import UserInputError
+
 
 class Kind(str, Enum):
     """How often a user must look at a field (the seed's three badges)."""
@@ -47,7 +49,7 @@ class Problem:
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError, ValueError):
     """A config that cannot be used; carries every problem found, not just the first."""
 
     def __init__(self, problems: Sequence[Problem], source: str = "") -> None:

@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 
+from .errors import UserInputError
+
 _NAME = re.compile(r"^checkpoint_epoch_(\d+)\.pytorch$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint that cannot be written or used; the message says which and why."""
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from .errors import UserInputError
 
-class DeviceError(RuntimeError):
+
+class DeviceError(UserInputError, RuntimeError):
     """The requested device does not exist on this machine."""
 
 
@@ -42,8 +46,33 @@ def describe_device(device: torch.device) -> str:
         props = torch.cuda.get_device_properties(index)
         return f"cuda:{index} ({props.name}, {props.total_memory / 2**30:.0f} GB)"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     return str(device)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_sparing_a_core(request: str = "auto") -> int | None:
+    """Torch CPU threads that leave one core to a GUI: all cores but one, at least one.
+
+    For a run beside napari: with torch busy on every core, napari's event loop waits behind
+    training. None when ``request`` resolves to a GPU (or to nothing: the run reports that),
+    where the CPU threads hardly matter.
+    """
+    try:
+        device = select_device(request)
+    except (DeviceError, RuntimeError):
+        return None
+    if device.type != "cpu":
+        return None
+    return max(1, available_cores() - 1)
 
 
 def _mps_available() -> bool:

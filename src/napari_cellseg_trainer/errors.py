@@ -1,27 +1,13 @@
-"""The exceptions that mean "the user's input is wrong": one message, exit code 2."""
+"""The base of the exceptions that mean "the user's input is wrong".
+
+Such an error is shown as its message alone: one line and exit code 2 on the command line, a
+notification in napari; any other exception is a bug and keeps its type name and traceback. Each
+module defines its own error (``ConfigError``, ``CheckpointError``, ``DataError``, ...) as a
+subclass, so catching ``UserInputError`` imports none of them (nor torch).
+"""
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError
-from .config import ConfigError
-from .data import DataError
-from .devices import DeviceError
-from .inference.images import ImageReadError
-from .models.geometry import InvalidSizeError
-from .models.memory import MemoryBudgetError
-from .normalization import NormalizationError
-from .training import TrainingError
-from .training.precision import PrecisionError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DeviceError,
-    ImageReadError,
-    InvalidSizeError,
-    MemoryBudgetError,
-    NormalizationError,
-    PrecisionError,
-    TrainingError,
-)
+class UserInputError(Exception):
+    """Bad input from the user: a config, a path, an image, a device this machine lacks."""

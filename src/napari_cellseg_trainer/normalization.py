@@ -6,10 +6,11 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+
+from .errors import UserInputError
 
 
-class NormalizationError(ValueError):
+class NormalizationError(UserInputError, ValueError):
     """An unknown recipe id or step, or a recipe that does not fit the image."""
 
 
@@ -58,8 +59,10 @@ def auto_contrast(
 
 def background_sub(img: np.ndarray, r: float) -> np.ndarray:
     """Subtract a Gaussian-smoothed background (sigma ``r``), then min-max to [0, 1]."""
+    from scipy import ndimage  # not at the top: scipy costs the panel 0.3 s
+
     img = img.astype(np.float32, copy=False)
-    smooth = gaussian_filter(img, sigma=r, mode="nearest", truncate=3.0)
+    smooth = ndimage.gaussian_filter(img, sigma=r, mode="nearest", truncate=3.0)
     return min_max(img - smooth)
 
 

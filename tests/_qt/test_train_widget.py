@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from qtpy.QtGui import QImage
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer._qt.preview import NAMES
 from napari_cellseg_trainer._qt.train_widget import TrainWidget
 from napari_cellseg_trainer.checkpoint import load_checkpoint
+from napari_cellseg_trainer.devices import available_cores
 
 pytestmark = pytest.mark.gui
 
@@ -156,6 +159,8 @@ def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
 
     worker = panel.start_training()
     assert worker is not None and panel.training
+    # The preview layers are added on Train, empty, so no layer is added (a freeze) mid-run.
+    assert [viewer.layers[n].data.shape for n in NAMES] == [tuple(cfg.size_out)] * 3
     assert not panel.train_button.isEnabled() and panel.stop_button.isEnabled()
     assert not panel.form.isEnabled()
     qtbot.waitUntil(enough_previews, timeout=WAIT_MS)
@@ -168,7 +173,8 @@ def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
     assert not np.array_equal(snapshots[0], snapshots[-1])
     xs = [viewer.layers[n].translate[-1] for n in NAMES]
     assert xs[0] < xs[1] < xs[2]
-    assert "cpu" in panel.device_label.text()
+    # torch leaves a core to napari's event loop
+    assert f"cpu ({max(1, available_cores() - 1)} thread" in panel.device_label.text()
     assert "ETA" in panel.status.text() and panel.progress.value() > 0
 
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
@@ -325,3 +331,34 @@ def test_advise_sizes_fills_size_and_batch_for_a_budget(panel, notes):
     assert panel.advise_sizes() is None
     assert any("expected a size like 8GB" in m for s, m in notes if s == "error")
     assert cfg.size_in == [48, 132, 132]
+
+
+def test_the_loss_curve_is_drawn_outside_the_gui_thread(panel, qtbot, monkeypatch, tmp_path):
+    from napari_cellseg_trainer._qt import loss_plot
+    from napari_cellseg_trainer.training.events import EpochEnd, IterationEnd
+
+    drawn: list[tuple[str, int]] = []  # (thread, points) of each drawing
+    draw = loss_plot._draw
+
+    def spy(*args):
+        image = draw(*args)
+        drawn.append((threading.current_thread().name, len(args[3].iterations)))
+        return image
+
+    monkeypatch.setattr(loss_plot, "_draw", spy)
+    plot = panel.plot
+    for i in range(1, 21):
+        plot.add(IterationEnd(0, i, 2.0 / i, 0.1))
+    plot.add(EpochEnd(1, 1.0, 20, 2.0))  # an epoch end is drawn at once, never held back
+    qtbot.waitUntil(lambda: bool(drawn) and drawn[-1][1] == 20, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: plot.frames >= len(drawn), timeout=10_000
+    )  # ... and shown in the GUI thread
+    assert {thread for thread, _ in drawn} == {"loss-plot"}
+    image = plot.view._image
+    assert image is not None and image.width() >= 50 and image.height() >= 50
+    # the drawing has curves in it, not only a blank figure
+    gray = QImage.convertToFormat(image, QImage.Format.Format_Grayscale8)
+    pixels = np.frombuffer(gray.constBits().asstring(gray.sizeInBytes()), np.uint8)
+    assert pixels.min() < 128 and pixels.max() == 255
+    assert plot.save_png(tmp_path / "curve.png").stat().st_size > 1000

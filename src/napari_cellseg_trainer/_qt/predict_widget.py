@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidg
 from .. import config as config_mod
 from .._schema import ConfigError
 from ..data.layers import safe_name
-from ..errors import USER_ERRORS
+from ..errors import UserInputError
 from .config_form import ConfigForm
 from .layers import PROBABILITY_SUFFIX, user_images
 from .widgets import push_button
@@ -223,7 +223,7 @@ class PredictWidget(QWidget):
             return False
         try:
             settings = config_from_checkpoint(path)
-        except USER_ERRORS as err:
+        except UserInputError as err:
             if "carries no config" in str(err):
                 self.status.setText("this checkpoint carries no config: set the model fields below")
                 return True
@@ -289,7 +289,7 @@ class PredictWidget(QWidget):
             from ..inference.run import select_channels
 
             image = select_channels(image, self.form.cfg.InputCh, layer.name)
-        except (ValueError, *USER_ERRORS) as err:
+        except (ValueError, UserInputError) as err:
             show_error(str(err))
             return None
         self._cancel.clear()
@@ -396,7 +396,7 @@ class PredictWidget(QWidget):
             return
         message = (
             str(err)
-            if isinstance(err, USER_ERRORS)
+            if isinstance(err, UserInputError)
             else f"prediction failed: {type(err).__name__}: {err}"
         )
         self.status.setText(f"error: {message}")

@@ -18,9 +18,10 @@ _GAP = 4  # voxels between the three patches
 class PreviewLayers:
     """The input patch, its ground truth and the predicted probability of the latest preview.
 
-    The layers are created on the first preview, to the right of the data already open, and
-    afterwards only their data changes (no new layer per update). A layer the user deleted is
-    created again at the next preview.
+    The layers are created when training starts (:meth:`prepare`, empty, to the right of the
+    data already open) and afterwards only their data changes: adding a layer costs napari
+    about 0.4 s of its event loop, a data change about 0.01 s, so the run never freezes the
+    viewer for its previews. A layer the user deleted is created again at the next preview.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -30,13 +31,29 @@ class PreviewLayers:
     def layers(self) -> list:
         return [self.viewer.layers[n] for n in NAMES if n in self.viewer.layers]
 
+    def prepare(self, shape: tuple[int, int, int]) -> None:
+        """Create (or keep) the three layers for patches of ``shape``, empty until a preview."""
+        if not self._ready(shape):
+            self._create(
+                (
+                    np.zeros(shape, np.float32),
+                    np.zeros(shape, np.uint8),
+                    np.zeros(shape, np.float32),
+                )
+            )
+
+    def _ready(self, shape: tuple[int, ...]) -> bool:
+        layers = self.layers()
+        return len(layers) == len(NAMES) and layers[0].data.shape == tuple(shape)
+
     def show(self, patch: PreviewPatch) -> None:
         arrays = (patch.raw, patch.label, patch.probability)
-        if len(self.layers()) != len(NAMES) or self.layers()[0].data.shape != patch.raw.shape:
+        if not self._ready(patch.raw.shape):
             self._create(arrays)
-        else:
+        else:  # in place: assigning layer.data makes napari recompute its dims (20 ms a layer)
             for layer, data in zip(self.layers(), arrays, strict=True):
-                layer.data = data
+                np.copyto(layer.data, data, casting="unsafe")
+                layer.refresh()
         raw = self.viewer.layers[NAMES[0]]
         low, high = float(np.min(patch.raw)), float(np.max(patch.raw))
         raw.contrast_limits = (low, high if high > low else low + 1)

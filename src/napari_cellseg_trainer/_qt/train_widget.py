@@ -68,23 +68,33 @@ def run_training(
     ``done`` is set in the worker thread when the run has ended (checkpoint written), so closing
     napari can wait for it without needing the GUI thread's event loop.
     """
+    import torch
+
+    from ..devices import threads_sparing_a_core
     from ..training import train
     from ..training.metrics import MetricsRecorder
 
+    # napari's event loop keeps a core. Not written into cfg: the checkpoint's config must not
+    # carry this machine's cap to a cluster node. Torch's setting is per thread with OpenMP, and
+    # napari reuses pool threads, so the worker's own value is restored at the end.
+    threads = torch.get_num_threads()
     try:
+        if not cfg.num_threads and (spared := threads_sparing_a_core(cfg.device)):
+            torch.set_num_threads(spared)
         recorder = MetricsRecorder(cfg.checkpoint_dir)
         for event in train(cfg, stop=stop, images=images):
             recorder(event)
             yield event
     finally:
+        torch.set_num_threads(threads)
         done.set()
 
 
 def error_message(err: BaseException) -> str:
     """One readable message for a failed run; the type name only for errors we did not foresee."""
-    from ..errors import USER_ERRORS
+    from ..errors import UserInputError
 
-    if isinstance(err, USER_ERRORS):
+    if isinstance(err, UserInputError):
         return str(err)
     return f"training failed: {type(err).__name__}: {err}"
 
@@ -332,6 +342,8 @@ class TrainWidget(QWidget):
         self._stop.clear()
         self._done.clear()
         self.plot.clear()
+        if cfg.preview_every_n_iter:  # adding layers mid-run would freeze napari for a moment
+            self.previews.prepare(tuple(cfg.size_out))
         self.last_checkpoint = None
         self.status.setText("starting: reading the data and drawing the first patch buffer…")
         worker = create_worker(

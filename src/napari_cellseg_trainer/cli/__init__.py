@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..errors import USER_ERRORS
+from ..errors import UserInputError
 from . import _advise, _config, _predict, _sizes, _train
 
 USER_ERROR = 2
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except USER_ERRORS as err:
+    except UserInputError as err:
         for line in str(err).splitlines():
             print(f"error: {line.strip()}", file=sys.stderr)
         return USER_ERROR

@@ -18,6 +18,8 @@ from uuid import UUID
 import numpy as np
 import tifffile
 
+from ..errors import UserInputError
+
 GT_SUFFIX = "_GT.ome.tif"
 CM_SUFFIX = "_CM.ome.tif"
 RAW_SUFFIX = ".ome.tif"
@@ -48,7 +50,7 @@ class TrainingImage:
         return tuple(self.label.shape)  # type: ignore[return-value]
 
 
-class DataError(ValueError):
+class DataError(UserInputError, ValueError):
     """Training data that cannot be used; carries every problem found, one line each."""
 
     def __init__(self, problems: Sequence[str], source: str = "") -> None:

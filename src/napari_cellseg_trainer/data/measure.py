@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 VOXELS_PER_ZOOM = 150
 MAX_ZOOM = 16
@@ -33,6 +32,8 @@ def object_diameters_yx(labels: np.ndarray) -> np.ndarray:
     Each object's diameter is that of the circle with the area of its largest y-x section
     (2 sqrt(A / pi)), so elongation along z does not count.
     """
+    from scipy import ndimage  # not at the top: scipy costs the panel 0.3 s
+
     mask = np.asarray(labels) > 0
     if mask.ndim == 2:
         mask = mask[np.newaxis]

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from .folder import write_training_image
 
@@ -115,6 +114,8 @@ def _filaments_and_shells(
     shape: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """(label, brightness): curved fibres and nuclear shells, each with its own intensity."""
+    from scipy import ndimage  # not at the top: scipy costs the panel 0.3 s
+
     depth, height, width = shape
     scale = min(height, width)
     fibre_axis = np.zeros(shape, dtype=bool)
@@ -150,6 +151,8 @@ def _filaments_and_shells(
 
 def _nuclei(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(label, brightness): large ellipsoids with chromatin-like texture."""
+    from scipy import ndimage
+
     depth, height, width = shape
     scale = min(height, width)
     label = np.zeros(shape, dtype=np.uint8)
@@ -170,6 +173,8 @@ def _nuclei(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarra
 
 def _curve(shape: tuple[int, ...], rng: np.random.Generator, length: float) -> np.ndarray:
     """Voxel indices (n, 3) along a smooth random curve that stays mostly in x-y."""
+    from scipy import ndimage
+
     n = max(2, int(length * 2))  # half-voxel steps leave no gaps
     position = rng.uniform(0.1, 0.9, size=3) * np.array(shape, dtype=float)
     heading = rng.uniform(0, 2 * np.pi)
@@ -201,6 +206,8 @@ def _ellipsoid_radius(shape: tuple[int, ...], centre: np.ndarray, radii: np.ndar
 
 def _microscope(brightness: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Blur, uneven background, shot and read noise, then scale to about [0, 1]."""
+    from scipy import ndimage
+
     signal = ndimage.gaussian_filter(brightness, _BLUR_SIGMA)
     # A smooth background that varies across the field, as with uneven illumination.
     coarse = rng.uniform(0.0, 1.0, size=(2, 4, 4)).astype(np.float32)

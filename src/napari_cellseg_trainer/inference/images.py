@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ..errors import UserInputError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 BIOIO_SUFFIXES = (".czi", ".nd2", ".lif", ".zarr")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserInputError, ValueError):
     """An input image that cannot be read; the message names the file."""
 
 

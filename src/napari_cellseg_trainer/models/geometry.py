@@ -13,12 +13,14 @@ import itertools
 import math
 from collections.abc import Sequence
 
+from ..errors import UserInputError
+
 MODEL_NAMES = ("unet_xy", "unet_xy_zoom")
 _Z_LOSS = {"unet_xy": 28, "unet_xy_zoom": 32}
 _MIN_M = 92  # smallest valid unet_xy y/x input
 
 
-class InvalidSizeError(ValueError):
+class InvalidSizeError(UserInputError, ValueError):
     """A size_in the model cannot take; ``nearest`` holds the closest valid ones."""
 
     def __init__(self, message: str, nearest: list[tuple[int, int, int]]) -> None:

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import torch
 
+from ..errors import UserInputError
 from . import build_model, geometry
 
 # Fitted to peaks measured on CPU (fp32, unet_xy, batch 1, size_in [32|48, 100|148, 100|148];
@@ -34,7 +35,7 @@ PREFERRED_BATCHES = (8, 4, 2, 1)
 USABLE_SHARE = 0.85
 
 
-class MemoryBudgetError(ValueError):
+class MemoryBudgetError(UserInputError, ValueError):
     """A memory budget that is unreadable or too small for any patch."""
 
 

@@ -27,6 +27,7 @@ from ..distributed import (
     weights_digest,
     wrap,
 )
+from ..errors import UserInputError
 from ..models import build_model
 from .events import (
     BufferDrawn,
@@ -44,7 +45,7 @@ from .precision import maybe_compile, step_options
 from .validation import split_validation, validate
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserInputError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
 
 

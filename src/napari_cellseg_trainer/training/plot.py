@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from .events import EpochEnd, Event, IterationEnd, TrainingStarted, ValidationDone
+
+if TYPE_CHECKING:  # matplotlib is imported when a curve is made: the panel opens without it
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -48,12 +50,20 @@ class LossHistory:
         for values in vars(self).values():
             values.clear()
 
+    def copy(self) -> LossHistory:
+        """An independent copy (to draw in another thread while this one grows)."""
+        return LossHistory(*(list(values) for values in vars(self).values()))
+
 
 class LossCurve:
     """Iteration loss (thin), epoch mean (dots) and validation IoU (right axis) on one figure."""
 
     def __init__(self, figure: Figure | None = None) -> None:
-        self.figure = figure if figure is not None else Figure(figsize=(7, 4), layout="constrained")
+        if figure is None:
+            from matplotlib.figure import Figure
+
+            figure = Figure(figsize=(7, 4), layout="constrained")
+        self.figure = figure
         self.ax = self.figure.add_subplot()
         (self._iter_line,) = self.ax.plot(
             [], [], lw=0.6, alpha=0.5, color="tab:blue", label="iteration"

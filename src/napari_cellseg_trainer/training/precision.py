@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from ..config import TrainConfig
+from ..errors import UserInputError
 
 
-class PrecisionError(RuntimeError):
+class PrecisionError(UserInputError, RuntimeError):
     """The requested precision or compilation cannot run on this device."""
 
 
