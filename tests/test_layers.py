@@ -51,24 +51,27 @@ def test_core_sources_import_no_gui_package():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-def test_importing_the_core_loads_no_gui_package():
+def _loaded_after_import(modules: list[str], watched: set[str]) -> list[str]:
+    """Which of ``watched`` (or their submodules) a fresh interpreter holds after importing."""
     code = (
-        "import sys, napari_cellseg_trainer.cli, napari_cellseg_trainer.training, "
-        "napari_cellseg_trainer.inference\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(GUI_ROOTS)!r}))"
+        f"import sys, {', '.join(modules)}\n"
+        f"print(sorted(m for m in sys.modules if any(m == w or m.startswith(w + '.') "
+        f"for w in {sorted(watched)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout)
+
+
+def test_importing_the_core_loads_no_gui_package():
+    core = ["napari_cellseg_trainer.cli", "napari_cellseg_trainer.training"]
+    assert _loaded_after_import([*core, "napari_cellseg_trainer.inference"], GUI_ROOTS) == []
 
 
 def test_opening_the_panels_waits_for_no_heavy_import():
     """torch, matplotlib and scipy.ndimage cost the panels seconds to open: they load later
     (torch in the worker, matplotlib in the loss plot's drawing thread, scipy when used)."""
-    heavy = ("torch", "matplotlib", "scipy.ndimage")
-    code = (
-        "import sys, napari_cellseg_trainer._qt.train_widget, "
-        "napari_cellseg_trainer._qt.predict_widget\n"
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    panels = [
+        "napari_cellseg_trainer._qt.train_widget",
+        "napari_cellseg_trainer._qt.predict_widget",
+    ]
+    assert _loaded_after_import(panels, {"torch", "matplotlib", "scipy.ndimage"}) == []

@@ -142,8 +142,9 @@ HELP_PREVIEW = (
     "Added by napari-cellseg-trainer."
 )
 HELP_THREADS = (
-    "CPU threads torch may use (null = torch's default on the command line; in the napari "
-    "panel, all cores but one, which stays free for napari). Added by napari-cellseg-trainer."
+    "CPU threads torch may use (null = torch's default; in the napari panel on a machine with "
+    "4 or more cores, all cores but one, which stays free for napari). Added by "
+    "napari-cellseg-trainer."
 )
 HELP_PRECISION = (
     "Arithmetic of the training step. auto: bfloat16 mixed precision on CUDA GPUs that support "

@@ -59,20 +59,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_sparing_a_core(request: str = "auto") -> int | None:
-    """Torch CPU threads that leave one core to a GUI: all cores but one, at least one.
+_SPARE_FROM_CORES = 4  # below this, sparing a core costs training too much (measured)
 
-    For a run beside napari: with torch busy on every core, napari's event loop waits behind
-    training. None when ``request`` resolves to a GPU (or to nothing: the run reports that),
-    where the CPU threads hardly matter.
+
+def threads_sparing_a_core(request: str = "auto") -> int | None:
+    """Torch CPU threads for a run beside a GUI: all cores but one, from 4 cores up.
+
+    With torch busy on every core, napari's event loop can wait behind training. On 2 cores
+    (``bench/bench_gui.py``) the panel stayed smooth with both threads busy (stalls p99 4 ms,
+    max 153 ms) while one thread halved the training speed, so below 4 cores torch keeps its
+    default (None); from 4 up, one core costs at most a quarter. None as well when ``request``
+    resolves to a GPU (or to nothing: the run reports that), where CPU threads hardly matter.
     """
+    cores = available_cores()
+    if cores < _SPARE_FROM_CORES:
+        return None
     try:
         device = select_device(request)
     except (DeviceError, RuntimeError):
         return None
-    if device.type != "cpu":
-        return None
-    return max(1, available_cores() - 1)
+    return cores - 1 if device.type == "cpu" else None
 
 
 def _mps_available() -> bool:

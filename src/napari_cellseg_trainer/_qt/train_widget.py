@@ -74,9 +74,9 @@ def run_training(
     from ..training import train
     from ..training.metrics import MetricsRecorder
 
-    # napari's event loop keeps a core. Not written into cfg: the checkpoint's config must not
-    # carry this machine's cap to a cluster node. Torch's setting is per thread with OpenMP, and
-    # napari reuses pool threads, so the worker's own value is restored at the end.
+    # From 4 cores up, napari's event loop keeps one. Not written into cfg: the checkpoint's
+    # config must not carry this machine's cap to a cluster node. Torch's setting is per thread
+    # with OpenMP and napari reuses pool threads, so the worker's own value is restored at the end.
     threads = torch.get_num_threads()
     try:
         if not cfg.num_threads and (spared := threads_sparing_a_core(cfg.device)):
