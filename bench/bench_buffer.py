@@ -2,9 +2,9 @@
 
 Ten synthetic images of 65 x 600 x 900, PatchPerBuffer 200, size_in [48, 148, 148],
 size_out [20, 60, 60]: prints the seconds one image's augmentation takes and the total
-buffer build time with 1 and 2 worker threads.
+buffer build time with 1 and 2 worker threads (``--workers 1 4 8`` for others).
 
-    python bench/bench_buffer.py [--images 10] [--shape 65 600 900] [--patches 200]
+    python bench/bench_buffer.py [--images 10] [--shape 65 600 900] [--patches 200] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=200)
     parser.add_argument("--size-in", type=int, nargs=3, default=[48, 148, 148])
     parser.add_argument("--size-out", type=int, nargs=3, default=[20, 60, 60])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
     images = synthetic_images(args.images, tuple(args.shape))
@@ -50,7 +51,7 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     print(f"augment one image: {np.median(times):.2f} s (median of 3)")
 
-    for workers in (1, 2):
+    for workers in args.workers:
         start = time.perf_counter()
         patches = draw_buffer(
             images, args.patches, args.size_in, args.size_out, np.random.default_rng(0), workers

@@ -43,7 +43,9 @@ def run(procs: int, args: argparse.Namespace, folder: Path, tmp: Path) -> tuple[
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc_per_node={procs}", "-m", "napari_cellseg_trainer", "train"]
-    subprocess.run([*cmd, "--config", str(path)], check=True, env=env, capture_output=True)
+    done = subprocess.run([*cmd, "--config", str(path)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"torchrun with {procs} process(es) failed:\n{done.stderr[-3000:]}")
     with open(Path(cfg.checkpoint_dir) / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))[1:]
     seconds = sum(float(r["seconds"]) for r in rows)
@@ -62,7 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         folder = tmp / "sample"
-        write_sample_folder(folder, n_images=3)
+        # Big enough for size_in (the sample's own shape is 32 x 128 x 128).
+        shape = [max(n, s + 12) for n, s in zip((32, 128, 128), args.size_in, strict=True)]
+        write_sample_folder(folder, n_images=3, shape=shape)
         print(
             f"torch {torch.__version__}, {os.cpu_count()} CPU cores, device {args.device}, "
             f"unet_xy size_in {args.size_in}, batch {args.batch} per process"

@@ -44,6 +44,9 @@ def bare_step_times(
     size_in, size_out, batch: int, iters: int, warmup: int = 2, mode: str = "fp32", device="cpu"
 ) -> list[float]:
     device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     cfg = mode_config(mode)
     options = step_options(cfg, device)
     net = build_model("unet_xy").to(device)
@@ -72,21 +75,39 @@ def bare_step_times(
         float(loss.detach())  # waits for the GPU
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        print(f"  {mode}: peak GPU memory {peak:.2f} GiB", flush=True)
     return times
 
 
-def loop_step_times(size_in, size_out, batch: int, iters: int, warmup: int = 2) -> list[float]:
-    """Wall time between consecutive iteration events: everything the loop does per step."""
+def loop_step_times(
+    size_in,
+    size_out,
+    batch: int,
+    iters: int,
+    warmup: int = 2,
+    mode: str = "fp32",
+    device: str = "cpu",
+    epochs: int = 1,
+) -> list[float]:
+    """Wall time between consecutive iteration events: everything the loop does per step.
+
+    With ``epochs`` > 1 each epoch has ``iters`` iterations and the gaps include the epoch
+    boundaries, where the next patch buffer (built in the background) takes over.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "data"
-        write_sample_folder(folder, kind="filaments", n_images=3, shape=(48, 160, 160), seed=0)
-        cfg = config.template("unet_xy")
+        z = max(48, size_in[0])
+        write_sample_folder(folder, kind="filaments", n_images=3, shape=(z, 160, 160), seed=0)
+        cfg = mode_config(mode)
         cfg.size_in, cfg.size_out = list(size_in), list(size_out)
         cfg.loader.datafolder, cfg.checkpoint_dir = str(folder), str(Path(tmp) / "ck")
         cfg.loader.batch_size = batch
-        cfg.loader.PatchPerBuffer = batch * (warmup + iters)
-        cfg.epochs, cfg.save_every_n_epoch = 1, 1
-        cfg.preview_every_n_iter, cfg.device, cfg.seed = 5, "cpu", 0
+        per_epoch = warmup + iters if epochs == 1 else iters
+        cfg.loader.PatchPerBuffer = batch * per_epoch
+        cfg.epochs, cfg.save_every_n_epoch = epochs, epochs
+        cfg.preview_every_n_iter, cfg.device, cfg.seed = 5, device, 0
         stamps = [time.perf_counter() for e in train(cfg) if isinstance(e, IterationEnd)]
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return gaps[warmup - 1 :]
@@ -99,29 +120,46 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--modes", nargs="+", help="time the bare step in these speed settings")
+    parser.add_argument(
+        "--loop",
+        metavar="MODE",
+        help="with --modes: also time the full loop in this setting against its bare step",
+    )
+    parser.add_argument("--loop-epochs", type=int, default=3)
     args = parser.parse_args()
     size_out = geometry.size_out("unet_xy", args.size_in)
+    step = (args.size_in, size_out, args.batch, args.iters)
     if args.modes:
         print(
             f"torch {torch.__version__} on {args.device}, unet_xy {args.size_in}, batch {args.batch}"
         )
-        base = None
+        base, medians = None, {}
         for mode in args.modes:
-            times = bare_step_times(
-                args.size_in, size_out, args.batch, args.iters, mode=mode, device=args.device
-            )
-            median = statistics.median(times)
+            times = bare_step_times(*step, mode=mode, device=args.device)
+            medians[mode] = median = statistics.median(times)
             base = base or median
             print(
-                f"{mode:>18}: median {median:.3f} s per step, {base / median:.2f}x of {args.modes[0]}"
+                f"{mode:>18}: median {median:.3f} s per step, {base / median:.2f}x of"
+                f" {args.modes[0]}",
+                flush=True,
+            )
+        if args.loop:
+            where = {"mode": args.loop, "device": args.device}
+            bare = medians.get(args.loop) or statistics.median(bare_step_times(*step, **where))
+            gaps = loop_step_times(*step, **where, epochs=args.loop_epochs)
+            median, mean = statistics.median(gaps), statistics.fmean(gaps)
+            print(
+                f"full loop, {args.loop}, {args.loop_epochs} epochs of {args.iters} iterations:"
+                f" median {median:.3f} s, mean {mean:.3f} s (epoch boundaries included),"
+                f" max {max(gaps):.3f} s; loop/bare = {median / bare:.3f} (median),"
+                f" {mean / bare:.3f} (mean)"
             )
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, unet_xy "
         f"{args.size_in} -> {list(size_out)}, batch {args.batch}, {args.iters} timed iterations"
     )
-    bare = bare_step_times(args.size_in, size_out, args.batch, args.iters)
-    loop = loop_step_times(args.size_in, size_out, args.batch, args.iters)
+    bare, loop = bare_step_times(*step), loop_step_times(*step)
     b, lp = statistics.median(bare), statistics.median(loop)
     print(f"bare step (forward+loss+backward+Adam): median {b:.3f} s  (min {min(bare):.3f})")
     print(f"full loop iteration:                    median {lp:.3f} s  (min {min(loop):.3f})")

@@ -25,7 +25,7 @@ def test_sigkill_at_random_moments_leaves_only_complete_checkpoints(tiny_config,
     rng = np.random.default_rng(1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     kills = 0
-    for _ in range(5):
+    for _ in range(3):
         proc = subprocess.Popen(
             [
                 sys.executable,

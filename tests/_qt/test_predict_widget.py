@@ -80,8 +80,8 @@ def test_threshold_moves_the_labels_without_a_new_inference(panel, viewer, qtbot
     assert panel.inference_runs == 1 and panel.result.complete
     prob = viewer.layers[panel.layer_names()[0]].data
     labels = viewer.layers[panel.layer_names()[1]]
-    cut = float(np.median(prob))
-    panel.threshold.value = cut
+    panel.threshold.value = float(np.median(prob))
+    cut = panel.threshold.value  # the slider's own value (it moves in steps of 0.01)
     first = labels.data.copy()
     assert np.array_equal(first, (prob > cut).astype(np.uint8)) and 0 < first.sum() < first.size
     panel.threshold.value = min(1.0, cut + 0.05)

@@ -120,6 +120,31 @@ def predict_volume(
     weight = np.zeros(full, dtype=np.float32) if tiling == "blend" else None
     window = blend_window(size_out) if tiling == "blend" else None
 
+    def cut(batch: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        z0, (dz, dy, dx) = first, size_in
+        return np.stack(
+            [padded[:, z0 + z : z0 + z + dz, y : y + dy, x : x + dx] for z, y, x in batch]
+        )
+
+    def add(begin: int, batch: Sequence[tuple[int, int, int]], probs: np.ndarray) -> None:
+        for (z, y, x), prob in zip(batch, probs, strict=True):
+            region = (
+                slice(z, z + size_out[0]),
+                slice(y, y + size_out[1]),
+                slice(x, x + size_out[2]),
+            )
+            if weight is None:
+                acc[(slice(None), *region)] = prob
+            else:
+                acc[(slice(None), *region)] += prob * window
+                weight[region] += window
+        if progress is not None:
+            progress(min(begin + batch_size, len(corners)), len(corners))
+
+    # On a GPU the tiles' probabilities come back asynchronously (pinned memory, an event),
+    # and the previous batch is blended on the CPU while the GPU computes the next one.
+    overlap_gpu = device.type == "cuda"
+    pending = None
     was_training = model.training
     model.eval()
     try:
@@ -127,33 +152,21 @@ def predict_volume(
             if should_cancel is not None and should_cancel():
                 raise PredictionCancelled
             batch = corners[begin : begin + batch_size]
-            tiles = np.stack(
-                [
-                    padded[
-                        :,
-                        first + z : first + z + size_in[0],
-                        y : y + size_in[1],
-                        x : x + size_in[2],
-                    ]
-                    for z, y, x in batch
-                ]
-            )
-            probs = _predict_tiles(
-                model, torch.from_numpy(tiles).to(device), output_pairs, runtime_aug
-            )
-            for (z, y, x), prob in zip(batch, probs, strict=True):
-                region = (
-                    slice(z, z + size_out[0]),
-                    slice(y, y + size_out[1]),
-                    slice(x, x + size_out[2]),
-                )
-                if weight is None:
-                    acc[(slice(None), *region)] = prob
-                else:
-                    acc[(slice(None), *region)] += prob * window
-                    weight[region] += window
-            if progress is not None:
-                progress(min(begin + batch_size, len(corners)), len(corners))
+            tiles = torch.from_numpy(cut(batch)).to(device)
+            with torch.inference_mode():
+                probs = _tile_probs(model, tiles, output_pairs, runtime_aug)
+                if not overlap_gpu:
+                    add(begin, batch, probs.cpu().numpy())
+                    continue
+                host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+                host.copy_(probs, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(torch.cuda.current_stream(device))
+            if pending is not None:
+                _finish(add, *pending)
+            pending = (begin, batch, host, copied)
+        if pending is not None:
+            _finish(add, *pending)
     finally:
         model.train(was_training)
     if weight is not None:
@@ -165,19 +178,25 @@ def predict_volume(
     return result if exact or result.shape == acc.shape else np.ascontiguousarray(result)
 
 
-def _predict_tiles(
+def _tile_probs(
     model: torch.nn.Module, tiles: torch.Tensor, pairs: Sequence[tuple[int, int]], runtime_aug: bool
-) -> np.ndarray:
-    """(n_tiles, n_pairs, *size_out) probabilities, averaged over flips if asked."""
+) -> torch.Tensor:
+    """(n_tiles, n_pairs, *size_out) float32 probabilities on the model's device, averaged
+    over flips if asked (call under ``torch.inference_mode``)."""
     flips = RUNTIME_FLIPS if runtime_aug else ((),)
     total = None
-    with torch.inference_mode():
-        for dims in flips:
-            outputs = model(tiles.flip(dims) if dims else tiles)
-            prob = torch.stack([outputs[i][:, c].exp() for i, c in pairs], dim=1)
-            prob = prob.flip(dims) if dims else prob
-            total = prob if total is None else total + prob
-    return (total / len(flips)).float().cpu().numpy()
+    for dims in flips:
+        outputs = model(tiles.flip(dims) if dims else tiles)
+        prob = torch.stack([outputs[i][:, c].exp() for i, c in pairs], dim=1)
+        prob = prob.flip(dims) if dims else prob
+        total = prob if total is None else total + prob
+    return (total / len(flips)).float()
+
+
+def _finish(add: Callable, begin: int, batch, host: torch.Tensor, copied) -> None:
+    """Wait for a batch's copy from the GPU, then blend it in."""
+    copied.synchronize()
+    add(begin, batch, host.numpy())
 
 
 def postprocess(prob: np.ndarray, *, threshold: float, minmax: bool = False) -> np.ndarray:
