@@ -270,3 +270,24 @@ class CroppingNet(torch.nn.Module):
         (mz, my, mx), (oz, oy, ox) = self.margin, self.size_out
         y = torch.log_softmax(y[:, :, mz : mz + oz, my : my + oy, mx : mx + ox], dim=1)
         return [y, y, y]
+
+
+def test_preview_shows_the_most_telling_patch_of_the_batch(tiny_config):
+    from napari_cellseg_trainer.training.loop import _preview
+
+    cfg = tiny_config
+    raw = torch.rand(4, 1, *cfg.size_in)
+    label = torch.zeros(4, *cfg.size_out, dtype=torch.long)
+    costmap = torch.ones(4, *cfg.size_out)
+    label[0, 1], costmap[0] = 1, 0  # a corner rotated in from outside: it counts for nothing
+    label[1, 0, :3] = 1  # 3 x 12 structure voxels that count
+    label[2, 0, :2] = 1  # fewer
+    label[3, 0, :5], costmap[3, 0] = 1, 0  # more, but all outside the cost map
+    output = torch.log_softmax(torch.rand(4, 2, *cfg.size_out), dim=1)
+    patch = _preview(1, 7, raw, label, costmap, output, cfg)
+    mz, my, mx = [(i - o) // 2 for i, o in zip(cfg.size_in, cfg.size_out, strict=True)]
+    oz, oy, ox = cfg.size_out
+    np.testing.assert_array_equal(patch.raw, raw[1, 0, mz : mz + oz, my : my + oy, mx : mx + ox])
+    np.testing.assert_array_equal(patch.label, label[1].numpy())
+    np.testing.assert_allclose(patch.probability, output[1, 1].exp().numpy())
+    assert (patch.epoch, patch.iteration) == (1, 7)

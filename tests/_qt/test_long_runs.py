@@ -39,3 +39,31 @@ def test_a_thousand_preview_updates_keep_layer_count_and_memory_flat(make_napari
     assert [layer.name for layer in viewer.layers][1:] == list(NAMES)
     assert previews.updates == 1000
     assert after[1000] - after[100] < 40, after  # MB: no per-update growth
+
+
+def test_previews_share_one_contrast_per_run_so_an_empty_patch_stays_dark(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 128, 128), np.float32), name="data")
+    previews = PreviewLayers(viewer)
+    shape = (4, 12, 12)
+    rng = np.random.default_rng(0)
+    for run in range(2):
+        previews.prepare(shape)  # on Train: empty layers, updated in place later
+        seen: list[np.ndarray] = []
+        # A textured patch, a nearly empty one (zeros and rounding noise), a brighter one.
+        for raw in (
+            rng.uniform(-0.03, 0.6, shape),
+            np.where(rng.random(shape) < 0.05, -0.02, 0.0),
+            rng.uniform(0.2, 1.4, shape),
+        ):
+            raw = raw.astype(np.float32) + run
+            seen.append(raw)
+            label = (raw > raw.mean()).astype(np.uint8)
+            previews.show(PreviewPatch(0, 1, raw, label, rng.random(shape, dtype=np.float32)))
+            layer = viewer.layers[NAMES[0]]
+            low, high = layer.contrast_limits
+            assert (low, high) == pytest.approx((min(map(np.min, seen)), max(map(np.max, seen))))
+            np.testing.assert_array_equal(layer.data, raw)
+            np.testing.assert_array_equal(viewer.layers[NAMES[1]].data, label)
+        # The nearly empty patch sits in the lower part of the run's scale, not at its top.
+        assert (0.0 + run - low) / (high - low) < 0.1

@@ -22,17 +22,23 @@ class PreviewLayers:
     data already open) and afterwards only their data changes: adding a layer costs napari
     about 0.4 s of its event loop, a data change about 0.01 s, so the run never freezes the
     viewer for its previews. A layer the user deleted is created again at the next preview.
+
+    The input's contrast spans every patch shown since :meth:`prepare`: one grey scale for the
+    run, so patches compare, and a nearly empty patch (a corner that augmentation rotated in
+    from outside the image) stays dark instead of having its rounding noise stretched to white.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.updates = 0
+        self._raw_range: tuple[float, float] | None = None
 
     def layers(self) -> list:
         return [self.viewer.layers[n] for n in NAMES if n in self.viewer.layers]
 
     def prepare(self, shape: tuple[int, int, int]) -> None:
         """Create (or keep) the three layers for patches of ``shape``, empty until a preview."""
+        self._raw_range = None
         if not self._ready(shape):
             self._create(
                 (
@@ -56,6 +62,9 @@ class PreviewLayers:
                 layer.refresh()
         raw = self.viewer.layers[NAMES[0]]
         low, high = float(np.min(patch.raw)), float(np.max(patch.raw))
+        if self._raw_range is not None:
+            low, high = min(low, self._raw_range[0]), max(high, self._raw_range[1])
+        self._raw_range = (low, high)
         raw.contrast_limits = (low, high if high > low else low + 1)
         self.updates += 1
 

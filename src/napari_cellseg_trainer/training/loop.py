@@ -188,7 +188,7 @@ def train(
                     and cfg.preview_every_n_iter
                     and iteration % cfg.preview_every_n_iter == 0
                 ):
-                    yield _preview(epoch, iteration, raw, label, outputs[0], cfg)
+                    yield _preview(epoch, iteration, raw, label, costmap, outputs[0], cfg)
             epoch += 1
             yield EpochEnd(
                 epoch, float(np.mean(losses)), iteration, time.perf_counter() - epoch_start
@@ -267,16 +267,30 @@ def _preview(
     iteration: int,
     raw: torch.Tensor,
     label: torch.Tensor,
+    costmap: torch.Tensor,
     main_output: torch.Tensor,
     cfg: TrainConfig,
 ) -> PreviewPatch:
-    """The first patch of the batch, its label and prediction, as small numpy arrays."""
+    """The batch's most telling patch, its label and prediction (numpy).
+
+    The patch with the most structure voxels that count in the loss (label > 0, cost > 0, not
+    ``ignore_index``) wins, then the largest cost-map sum, then the first: a corner that the
+    rotation brought in from outside the image (cost map 0) is never shown when a patch of
+    real data is in the batch, and a patch with structure beats background.
+    """
+    counted = costmap.detach() > 0
+    structure = counted & (label > 0)
+    if cfg.loss.ignore_index is not None:
+        structure &= label != cfg.loss.ignore_index
+    voxels = counted[0].numel()
+    score = structure.flatten(1).sum(1) * (voxels + 1) + counted.flatten(1).sum(1)  # int64
+    k = int(score.argmax())
     margin = [(i - o) // 2 for i, o in zip(cfg.size_in, cfg.size_out, strict=True)]
     z, y, x = (slice(m, m + o) for m, o in zip(margin, cfg.size_out, strict=True))
     return PreviewPatch(
         epoch=epoch,
         iteration=iteration,
-        raw=raw[0, 0, z, y, x].detach().cpu().numpy().astype(np.float32, copy=True),
-        label=label[0].detach().cpu().numpy().astype(np.uint8),
-        probability=main_output[0, 1].detach().exp().cpu().numpy().astype(np.float32),
+        raw=raw[k, 0, z, y, x].detach().cpu().numpy().astype(np.float32, copy=True),
+        label=label[k].detach().cpu().numpy().astype(np.uint8),
+        probability=main_output[k, 1].detach().exp().float().cpu().numpy(),
     )
