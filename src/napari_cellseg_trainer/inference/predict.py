@@ -141,6 +141,10 @@ def predict_volume(
         if progress is not None:
             progress(min(begin + batch_size, len(corners)), len(corners))
 
+    def finish(begin: int, batch, host: torch.Tensor, copied: torch.cuda.Event) -> None:
+        copied.synchronize()  # the batch's copy from the GPU is complete
+        add(begin, batch, host.numpy())
+
     # On a GPU the tiles' probabilities come back asynchronously (pinned memory, an event),
     # and the previous batch is blended on the CPU while the GPU computes the next one.
     overlap_gpu = device.type == "cuda"
@@ -163,10 +167,10 @@ def predict_volume(
             copied = torch.cuda.Event()
             copied.record(torch.cuda.current_stream(device))
             if pending is not None:
-                _finish(add, *pending)
+                finish(*pending)
             pending = (begin, batch, host, copied)
         if pending is not None:
-            _finish(add, *pending)
+            finish(*pending)
     finally:
         model.train(was_training)
     if weight is not None:
@@ -191,12 +195,6 @@ def _tile_probs(
         prob = prob.flip(dims) if dims else prob
         total = prob if total is None else total + prob
     return (total / len(flips)).float()
-
-
-def _finish(add: Callable, begin: int, batch, host: torch.Tensor, copied) -> None:
-    """Wait for a batch's copy from the GPU, then blend it in."""
-    copied.synchronize()
-    add(begin, batch, host.numpy())
 
 
 def postprocess(prob: np.ndarray, *, threshold: float, minmax: bool = False) -> np.ndarray:

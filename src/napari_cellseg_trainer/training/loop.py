@@ -17,7 +17,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import TrainConfig
-from ..data import PatchBuffer, TrainingImage, iter_batches, load_folder
+from ..data import PatchBuffer, TrainingImage, iter_batches, load_folder, margin_of
 from ..devices import describe_device
 from ..distributed import (
     any_rank,
@@ -274,7 +274,7 @@ def _preview(
     """The batch's most telling patch, its label and prediction (numpy).
 
     The patch with the most structure voxels that count in the loss (label > 0, cost > 0, not
-    ``ignore_index``) wins, then the largest cost-map sum, then the first: a corner that the
+    ``ignore_index``) wins, then the most voxels with cost > 0, then the first: a corner that the
     rotation brought in from outside the image (cost map 0) is never shown when a patch of
     real data is in the batch, and a patch with structure beats background.
     """
@@ -285,7 +285,7 @@ def _preview(
     voxels = counted[0].numel()
     score = structure.flatten(1).sum(1) * (voxels + 1) + counted.flatten(1).sum(1)  # int64
     k = int(score.argmax())
-    margin = [(i - o) // 2 for i, o in zip(cfg.size_in, cfg.size_out, strict=True)]
+    margin = margin_of(cfg.size_in, cfg.size_out)
     z, y, x = (slice(m, m + o) for m, o in zip(margin, cfg.size_out, strict=True))
     return PreviewPatch(
         epoch=epoch,
