@@ -147,8 +147,12 @@ def _tiny(panel: TrainWidget, tiny_config: config.TrainConfig, epochs: int) -> c
 
 
 def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
-    panel, tiny_config, qtbot, notes
+    panel, tiny_config, qtbot, notes, monkeypatch
 ):
+    from napari_cellseg_trainer import devices
+
+    released = []
+    monkeypatch.setattr(devices, "release_freed_memory", lambda: released.append(1))
     cfg = _tiny(panel, tiny_config, epochs=1000)
     viewer = panel.viewer
     snapshots: list[np.ndarray] = []
@@ -182,6 +186,7 @@ def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         panel.stop_training()
     assert not panel.training and panel.train_button.isEnabled()
+    assert released == [1]  # the run's memory went back to the OS once, napari lives on
     saved = sorted(Path(cfg.checkpoint_dir).glob("checkpoint_epoch_*.pytorch"))
     assert saved and panel.last_checkpoint == saved[-1]
     assert load_checkpoint(saved[-1]).model_state

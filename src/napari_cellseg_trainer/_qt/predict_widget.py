@@ -101,7 +101,7 @@ def run_segmentation(
     cancel: threading.Event,
 ) -> tuple[tuple[int, int], np.ndarray]:
     """Worker body: load (or reuse) the model, then segment ``planes`` or the whole volume."""
-    from ..devices import select_device
+    from ..devices import release_freed_memory, select_device
     from ..inference.run import load_model, segment, segment_planes
 
     device = select_device(cfg.device)
@@ -113,10 +113,12 @@ def run_segmentation(
     probs = cfg.copy()
     probs.Threshold = -1.0  # keep probabilities; the slider makes the labels
     report = relay.progress.emit
-    if planes is None:
-        result = segment(model, image, probs, device, report, cancel.is_set)
-        return (0, image.shape[1]), result
-    return planes, segment_planes(model, image, probs, device, planes, report, cancel.is_set)
+    if planes is not None:  # a few planes: little to give back, and it runs often
+        return planes, segment_planes(model, image, probs, device, planes, report, cancel.is_set)
+    try:
+        return (0, image.shape[1]), segment(model, image, probs, device, report, cancel.is_set)
+    finally:
+        release_freed_memory()  # the padded volume and its tiles: napari lives on
 
 
 def _model_key(cfg: config_mod.PredictConfig, device: torch.device) -> tuple:

@@ -70,7 +70,7 @@ def run_training(
     """
     import torch
 
-    from ..devices import threads_sparing_a_core
+    from ..devices import release_freed_memory, threads_sparing_a_core
     from ..training import train
     from ..training.metrics import MetricsRecorder
 
@@ -87,6 +87,7 @@ def run_training(
             yield event
     finally:
         torch.set_num_threads(threads)
+        release_freed_memory()  # the run's buffers and activations: napari lives on
         done.set()
 
 
