@@ -23,13 +23,12 @@ import torch
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
-from napari_cellseg_trainer.devices import heap_bytes_in_use, release_freed_memory
+from napari_cellseg_trainer.devices import heap_bytes_in_use, release_freed_memory, resident_bytes
 from napari_cellseg_trainer.training import EpochEnd, train
 
 
 def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096 / 2**20
+    return resident_bytes() / 2**20
 
 
 def main() -> None:

@@ -94,7 +94,7 @@ def release_freed_memory() -> None:
     The CUDA caching allocator's free blocks go back to the driver the same way.
     """
     gc.collect()
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is not None:
         trim(0)
     if torch.cuda.is_initialized():
@@ -125,8 +125,10 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def _malloc_trim():
-    return _libc_function("malloc_trim")
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux: ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @functools.cache

@@ -192,14 +192,11 @@ def _peak_of_two_steps(
     model: str, size_in: list[int], batch: int, device_name: str, zoom_ratio: int
 ) -> int:
     """The child of :func:`measure_peak_bytes`."""
+    from ..devices import resident_bytes
     from ..training.loss import AuxLoss
 
-    def rss() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * 4096
-
     device = torch.device(device_name)
-    base = rss()
+    base = resident_bytes()
     net = build_model(model, zoom_ratio=zoom_ratio).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     loss_fn = AuxLoss([1, 1, 1], None)
