@@ -15,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from napari_cellseg_trainer.data import TrainingImage, augment_image, draw_buffer, margin_of
+from napari_cellseg_trainer.data import TrainingImage, augment_image, draw_buffer
+from napari_cellseg_trainer.models.geometry import margin_of
 
 
 def synthetic_images(n: int, shape: tuple[int, int, int]) -> list[TrainingImage]:

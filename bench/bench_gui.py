@@ -22,6 +22,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
+def count_previews(panel) -> list:
+    """A list that grows by one with every preview the panel shows."""
+    shown: list = []
+    show = panel.previews.show
+    panel.previews.show = lambda patch: (shown.append(1), show(patch))
+    return shown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -96,6 +104,7 @@ def main() -> None:
     timer.timeout.connect(tick)
     with tempfile.TemporaryDirectory() as runs:
         panel.form.set_value("checkpoint_dir", runs)
+        shown = count_previews(panel)
         t0 = time.perf_counter()
         panel.start_training()
         click_seconds = time.perf_counter() - t0
@@ -111,7 +120,7 @@ def main() -> None:
         loop.exec()
         timer.stop()
         iterations = len(panel.plot.history.iteration_loss)
-        previews = panel.previews.updates
+        previews = len(shown)
         panel.shutdown()
     viewer.close()
 

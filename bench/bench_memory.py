@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from napari_cellseg_trainer.models import memory
+from napari_cellseg_trainer.training.probe import measure_peak_bytes
 
 
 def main() -> None:
@@ -25,9 +26,7 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch}, device {args.device}, fp32")
     for text in args.sizes:
         size = [int(v) for v in text.split(",")]
-        measured = memory.measure_peak_bytes(
-            args.model, size, args.batch, args.device, args.zoom_ratio
-        )
+        measured = measure_peak_bytes(args.model, size, args.batch, args.device, args.zoom_ratio)
         predicted = memory.training_bytes(args.model, size, args.batch, args.zoom_ratio)
         elements = memory.layer_elements(args.model, tuple(size), args.zoom_ratio)
         print(

@@ -12,9 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from napari_cellseg_trainer._schema import Kind
 from napari_cellseg_trainer.cli import build_parser
-from napari_cellseg_trainer.config import PredictConfig, TrainConfig, fields
+from napari_cellseg_trainer.config import Kind, PredictConfig, TrainConfig, fields
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -35,7 +34,7 @@ def render_config() -> str:
     parts = [
         "# Configuration reference",
         "",
-        "Generated from the schema in `src/napari_cellseg_trainer/config.py` by",
+        "Generated from the schema in `src/napari_cellseg_trainer/config/` by",
         "`python scripts/gen_docs.py`; do not edit by hand (CI checks it is up to date).",
         "",
         "Every field has one of three kinds:",

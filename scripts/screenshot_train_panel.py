@@ -34,11 +34,12 @@ def main() -> None:
         panel.form.set_value("checkpoint_dir", runs)
         viewer.reset_view()
         shoot(viewer, args.ready_out)  # step 1-2 of the walkthrough: ready to Train
+        shown: list = []
+        show = panel.previews.show
+        panel.previews.show = lambda patch: (shown.append(1), show(patch))
         panel.start_training()
         ok = wait_until(
-            lambda: (
-                len(panel.plot.history.epoch_loss) >= args.epochs and panel.previews.updates >= 2
-            ),
+            lambda: len(panel.plot.history.epoch_loss) >= args.epochs and len(shown) >= 2,
             timeout=1800,
         )
         panel.plot.redraw()

@@ -24,8 +24,7 @@ def sample_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
+def make_tiny_config(sample_folder: Path, checkpoint_dir: Path) -> config.TrainConfig:
     """A config that trains in seconds on the sample data."""
     cfg = config.template("unet_xy")
     cfg.size_in, cfg.size_out = list(TINY_IN), list(TINY_OUT)
@@ -34,7 +33,7 @@ def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
     cfg.loader.batch_size = 1
     cfg.loader.PatchPerBuffer = 2
     cfg.loader.NumWorkers = 1
-    cfg.checkpoint_dir = str(tmp_path / "checkpoints")
+    cfg.checkpoint_dir = str(checkpoint_dir)
     cfg.epochs = 2
     cfg.save_every_n_epoch = 1
     cfg.learning_rate = 1e-3
@@ -43,6 +42,12 @@ def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
     cfg.preview_every_n_iter = 1
     assert config.validate(cfg) == []
     return cfg
+
+
+@pytest.fixture
+def tiny_config(sample_folder, tmp_path) -> config.TrainConfig:
+    """A config that trains in seconds on the sample data (checkpoints in the test's folder)."""
+    return make_tiny_config(sample_folder, tmp_path / "checkpoints")
 
 
 @pytest.fixture(scope="session")

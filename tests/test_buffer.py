@@ -12,11 +12,11 @@ from napari_cellseg_trainer.data import (
     augment_image,
     draw_buffer,
     iter_batches,
-    margin_of,
     patch_counts,
     rotate_image,
 )
 from napari_cellseg_trainer.data import buffer as buffer_module
+from napari_cellseg_trainer.models.geometry import margin_of
 
 SIZE_IN, SIZE_OUT = (8, 24, 24), (4, 12, 12)
 MARGIN = (2, 6, 6)

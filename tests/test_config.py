@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from napari_cellseg_trainer import config
-from napari_cellseg_trainer._schema import from_dict
 from napari_cellseg_trainer.config import ConfigError, Kind, PredictConfig, TrainConfig
+from napari_cellseg_trainer.config.fields import from_dict
 
 DATA = Path(__file__).parent / "data"
 

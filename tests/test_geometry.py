@@ -53,21 +53,48 @@ def test_valid_yx_follows_the_rule():
     assert geometry.valid_yx("unet_xy_zoom", 3, lo=270, hi=310) == [276, 300]
 
 
-def test_rules_agree_with_a_real_forward_pass():
-    """Every y in a range: valid ones run and give size_out; invalid ones would break or misalign."""
-    model = build_model("unet_xy").eval()
-    with torch.no_grad():
-        for y in range(88, 110):
-            valid = geometry.is_valid_size_in("unet_xy", [29, y, 92])
-            try:
-                out = model(torch.zeros(1, 1, 29, y, 92))[0].shape[2:]
-            except RuntimeError:
-                assert not valid, y
-                continue
-            if valid:
-                assert tuple(out) == geometry.size_out("unet_xy", [29, y, 92])
-            else:  # the forward ran but the skip connections were cropped off-centre
-                assert (y - 4) % 8 != 0 or y < 92
+def _forward_shapes(model: torch.nn.Module, size_in) -> tuple | None:
+    """size_out of a forward pass on the meta device (shapes only), or None when it does not fit.
+
+    "Does not fit": a concatenation fails, or a pooling layer meets an odd size and silently
+    drops a row (the skip connections would then be cropped off-centre).
+    """
+    odd = []
+
+    def check(_module, inputs, _output):
+        odd.extend(n % 2 for n in inputs[0].shape[3:])
+
+    hooks = [
+        m.register_forward_hook(check) for m in model.modules() if isinstance(m, torch.nn.MaxPool3d)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 1, *size_in, device="meta"))[0].shape[2:]
+    except RuntimeError:
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    return None if any(odd) else tuple(out)
+
+
+@pytest.mark.parametrize(("model_name", "k"), [("unet_xy", 3), ("unet_xy_zoom", 2)])
+def test_rules_agree_with_forward_passes(model_name, k):
+    """For every size in a range: the rule's verdict and size_out match what the network does."""
+    with torch.device("meta"):
+        model = build_model(model_name, zoom_ratio=k).eval()
+    z, x, _ = geometry.min_size_in(model_name, k)  # x: the smallest valid size
+    scale = k if model_name == "unet_xy_zoom" else 1
+    valid_seen = 0
+    for y in range(88 * scale, 112 * scale):
+        shape = _forward_shapes(model, (z, y, x))
+        valid = geometry.is_valid_size_in(model_name, [z, y, x], k)
+        assert (shape is not None and shape[1] >= 1) == valid, y
+        if valid:
+            assert shape == geometry.size_out(model_name, [z, y, x], k)
+            valid_seen += 1
+    assert valid_seen >= 3  # the range holds several valid sizes, not only refusals
+    assert _forward_shapes(model, (z - 1, x, x)) is None  # one slice too few
 
 
 def test_margin_is_half_the_difference():

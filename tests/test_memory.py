@@ -11,10 +11,10 @@ from napari_cellseg_trainer.models.memory import (
     MemoryBudgetError,
     advise,
     layer_elements,
-    measure_peak_bytes,
     parse_memory,
     training_bytes,
 )
+from napari_cellseg_trainer.training.probe import measure_peak_bytes
 
 GIB = 2**30
 
@@ -81,5 +81,6 @@ def test_advise_command_refuses_bad_budgets(args, message, capsys):
 
 
 def test_budget_errors_are_value_errors():
-    with pytest.raises(MemoryBudgetError):
+    with pytest.raises(ValueError, match="too little for unet_xy") as err:
         advise("unet_xy", GIB // 2)
+    assert isinstance(err.value, MemoryBudgetError)

@@ -32,9 +32,12 @@ def _of(events, cls):
     return [e for e in events if isinstance(e, cls)]
 
 
-@pytest.fixture
-def short_run(tiny_config):
-    return _run(tiny_config)
+@pytest.fixture(scope="module")
+def short_run(sample_folder, tmp_path_factory):
+    """One tiny run that several tests read (2 epochs of 2 iterations)."""
+    from conftest import make_tiny_config
+
+    return _run(make_tiny_config(sample_folder, tmp_path_factory.mktemp("short_run")))
 
 
 def test_short_run_yields_the_expected_events_and_checkpoints(short_run):
@@ -91,14 +94,19 @@ def test_stop_saves_a_checkpoint_and_resume_continues_the_count(tiny_config):
     cfg.epochs = 3
     stop = threading.Event()
     events = []
+    epoch_1 = ckpt_dir(cfg) / "checkpoint_epoch_1.pytorch"
     for event in train(cfg, stop=stop):
         events.append(event)
         if isinstance(event, IterationEnd) and event.iteration == 3:
+            clean = epoch_1.read_bytes()  # saved at the end of epoch 1
             stop.set()  # in epoch 2, after its first batch (2 batches per epoch)
     finished = events[-1]
     assert finished.reason == "stopped" and finished.iteration == 3 and finished.epoch == 1
-    assert finished.checkpoint.name == "checkpoint_epoch_1.pytorch"
+    # The stop inside epoch 2 is saved under its own name: epoch 1's clean weights stay.
+    assert finished.checkpoint.name == "checkpoint_epoch_1_iter_3.pytorch"
     assert ckpt.load_checkpoint(finished.checkpoint).num_iterations == 3
+    assert epoch_1.read_bytes() == clean
+    assert ckpt.latest_checkpoint(ckpt_dir(cfg)) == finished.checkpoint
 
     cfg.resume = cfg.checkpoint_dir  # a folder: its newest checkpoint
     resumed = _run(cfg)
@@ -141,12 +149,29 @@ def test_validation_reports_iou_per_output_pair(tiny_config, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in val.iou)
 
 
-def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(tiny_config):
+def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(tiny_config, monkeypatch):
+    from napari_cellseg_trainer.training import TrainingError
+    from napari_cellseg_trainer.training.loss import AuxLoss
+
     cfg = tiny_config
-    cfg.epochs = 3
-    cfg.learning_rate = 1e30  # blows the weights up within a few steps
-    with pytest.raises(Exception, match=r"loss became (nan|inf) at iteration \d+"):
+    cfg.epochs = 3  # 2 iterations an epoch, a checkpoint after each epoch
+    calls = []
+    real = AuxLoss.forward
+
+    def nan_at_third(self, outputs, label, costmap):
+        calls.append(1)
+        loss = real(self, outputs, label, costmap)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(AuxLoss, "forward", nan_at_third)
+    with pytest.raises(TrainingError, match=r"loss became nan at iteration 3") as err:
         _run(cfg)
+    assert "the weights were not updated" in str(err.value)
+    folder = ckpt_dir(cfg)
+    assert sorted(p.name for p in folder.glob("*.pytorch")) == ["checkpoint_epoch_1.pytorch"]
+    kept = ckpt.load_checkpoint(folder / "checkpoint_epoch_1.pytorch")
+    assert kept.num_iterations == 2
+    assert all(torch.isfinite(v).all() for v in kept.model_state.values() if v.is_floating_point())
 
 
 def test_validation_tiles_are_bigger_cheaper_and_agree_with_training_tiles(tiny_config):
@@ -174,7 +199,7 @@ def test_validation_tiles_are_bigger_cheaper_and_agree_with_training_tiles(tiny_
 
 
 def test_out_of_memory_stops_with_advice_instead_of_a_traceback(tiny_config, monkeypatch):
-    from napari_cellseg_trainer.training import TrainingError, loop
+    from napari_cellseg_trainer.training import TrainingError, step
 
     class Hungry(torch.nn.Module):
         def __init__(self) -> None:
@@ -184,7 +209,7 @@ def test_out_of_memory_stops_with_advice_instead_of_a_traceback(tiny_config, mon
         def forward(self, x):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(loop, "build_model", lambda *a, **k: Hungry())
+    monkeypatch.setattr(step, "build_network", lambda *a, **k: Hungry())
     with pytest.raises(TrainingError, match="out of memory on cpu .* at iteration 1") as err:
         list(train(tiny_config))
     assert "smaller size_in or batch_size" in str(err.value)
@@ -194,7 +219,7 @@ def test_out_of_memory_stops_with_advice_instead_of_a_traceback(tiny_config, mon
 def test_out_of_memory_advice_on_a_gpu_names_sizes_that_fit(tiny_config, monkeypatch):
     from types import SimpleNamespace
 
-    from napari_cellseg_trainer.training.loop import out_of_memory_message
+    from napari_cellseg_trainer.training.step import out_of_memory_message
 
     props = SimpleNamespace(name="Fake GPU", total_memory=8 * 2**30)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: props)
@@ -290,7 +315,7 @@ class CroppingNet(torch.nn.Module):
 
 
 def test_preview_shows_the_most_telling_patch_of_the_batch(tiny_config):
-    from napari_cellseg_trainer.training.loop import _preview
+    from napari_cellseg_trainer.training.run import preview_patch
 
     cfg = tiny_config
     raw = torch.rand(4, 1, *cfg.size_in)
@@ -301,7 +326,7 @@ def test_preview_shows_the_most_telling_patch_of_the_batch(tiny_config):
     label[2, 0, :2] = 1  # fewer
     label[3, 0, :5], costmap[3, 0] = 1, 0  # more, but all outside the cost map
     output = torch.log_softmax(torch.rand(4, 2, *cfg.size_out), dim=1)
-    patch = _preview(1, 7, raw, label, costmap, output, cfg)
+    patch = preview_patch(1, 7, raw, label, costmap, output, cfg)
     mz, my, mx = [(i - o) // 2 for i, o in zip(cfg.size_in, cfg.size_out, strict=True)]
     oz, oy, ox = cfg.size_out
     np.testing.assert_array_equal(patch.raw, raw[1, 0, mz : mz + oz, my : my + oy, mx : mx + ox])

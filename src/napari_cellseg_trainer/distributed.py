@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -141,6 +142,31 @@ def sum_over_ranks(values: Sequence[float], world: World, device: torch.device) 
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def mean_over_ranks(value: float, world: World, device: torch.device) -> float:
+    """The mean of ``value`` over all ranks (the value itself when alone)."""
+    return sum_over_ranks([value], world, device)[0] / world.size
+
+
+def run_seed(seed: int | None, world: World, device: torch.device) -> int:
+    """The run's seed: the configured one, or a fresh one (rank 0's, for every rank)."""
+    if seed is not None:
+        return seed
+    fresh = int(np.random.SeedSequence().entropy % 2**31)
+    if not world.distributed:
+        return fresh
+    return int(sum_over_ranks([fresh if world.main else 0], world, device)[0])
+
+
+def rank_rng(shared: np.random.Generator, seed: int, world: World) -> np.random.Generator:
+    """This rank's generator for drawing patches: each rank its own; one process, ``shared``.
+
+    ``shared`` is the generator every rank holds alike (it splits off the validation images).
+    Alone, the patches come from that same generator, as they always have: the same seed
+    draws the same patches as in earlier versions.
+    """
+    return np.random.default_rng([seed, world.rank]) if world.distributed else shared
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .. import config as config_mod
-from .._schema import FieldSpec, Problem, VType, get_value, iter_fields, set_value
+from ..config.fields import FieldSpec, Problem, VType, get_value, iter_fields, set_value
 from ..models import geometry
 
 _ERROR_STYLE = "border: 2px solid #e0393e;"
@@ -75,7 +75,7 @@ def _make_widget(
     spec: FieldSpec,
 ) -> tuple[widgets.Widget, Callable[[], Any], Callable[[Any], None]]:
     vt = spec.vtype
-    if spec.key == "size_out":
+    if spec.derived:  # computed from other fields: shown, never typed
         w = widgets.LineEdit(value=_list_text(spec.default), enabled=False)
         return w, lambda: _parse_text(f"[{w.value}]"), lambda v: setattr(w, "value", _list_text(v))
     if vt.kind == "bool":
@@ -96,10 +96,8 @@ def _make_widget(
         return w, lambda: w.value, lambda v: setattr(w, "value", v)
     if vt.kind == "list" and vt.length and vt.item is not None and vt.item.kind in ("int", "float"):
         return _tuple_widget(spec, vt)
-    if spec.key in ("checkpoint_dir", "loader.datafolder", "OutputDir", "mode.InputDir"):
-        return _path_widget(spec, mode="d")
-    if spec.key in ("resume", "model_path", "mode.InputFile"):
-        return _path_widget(spec, mode="r")
+    if spec.path:
+        return _path_widget(spec, mode="d" if spec.path == "dir" else "r")
     # Everything else (optional ints, floats, variable-length lists, text) is typed as YAML.
     w = widgets.LineEdit(value=_to_text(spec.default, vt))
     if vt.kind == "str":
@@ -264,14 +262,9 @@ class ConfigForm(QWidget):
         if "model.zoom_ratio" in self.editors:
             self.editors["model.zoom_ratio"].widget.visible = cfg.model.name == "unet_xy_zoom"
         field_problems = [Problem(k, e.error) for k, e in self.editors.items() if e.error]
-        validate = (
-            config_mod.validate
-            if isinstance(cfg, config_mod.TrainConfig)
-            else config_mod.validate_predict
-        )
         rule_problems = [
             p
-            for p in validate(cfg)
+            for p in config_mod.problems_of(cfg)
             if p.key in self.editors and p.key not in {q.key for q in field_problems}
         ]
         self._problems = field_problems + rule_problems

@@ -47,7 +47,6 @@ class LossPlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.history = LossHistory()
-        self.frames = 0  # images shown so far
         self.view = _ImageView(self)
         self.log_box = QCheckBox("log scale", self)
         self.log_box.setChecked(True)
@@ -112,7 +111,6 @@ class LossPlot(QWidget):
 
     def _show(self, image: QImage) -> None:
         self.view.set_image(image)
-        self.frames += 1
 
     def _ask_save(self) -> None:
         path, _ = QFileDialog.getSaveFileName(

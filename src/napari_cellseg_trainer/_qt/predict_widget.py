@@ -7,6 +7,7 @@ threshold slider redraws the labels at once, without a new inference.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,24 +16,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui import widgets
 from napari.layers import Image
-from napari.qt.threading import FunctionWorker, create_worker
+from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QVBoxLayout
 
 from .. import config as config_mod
-from .._schema import ConfigError
-from ..data.layers import safe_name
+from ..config import ConfigError
 from ..errors import UserInputError
 from .config_form import ConfigForm
-from .layers import PROBABILITY_SUFFIX, user_images
+from .user_layers import PROBABILITY_SUFFIX, user_images
 from .widgets import push_button
+from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
     import napari
     import torch
 
-# The model settings a checkpoint's own config supplies.
+# The model settings a checkpoint's own config supplies (checkpoint.MODEL_KEYS), and the
+# channels that go with its nchannel. Listed here too because importing the checkpoint module
+# (torch) would cost the panel seconds to open; a test checks the two lists agree.
 FROM_CHECKPOINT = (
     "model.name",
     "model.zoom_ratio",
@@ -102,19 +105,19 @@ def run_segmentation(
 ) -> tuple[tuple[int, int], np.ndarray]:
     """Worker body: load (or reuse) the model, then segment ``planes`` or the whole volume."""
     from ..devices import release_freed_memory, select_device
-    from ..inference.run import load_model, segment, segment_planes
+    from ..inference.run import load_model, segment
 
     device = select_device(cfg.device)
     key = _model_key(cfg, device)
     model = model_cache.get(key)
     if model is None:
         model_cache.clear()
-        model = model_cache[key] = load_model(cfg, cfg.model_path, device)
+        model = model_cache[key] = load_model(cfg, device)
     probs = cfg.copy()
     probs.Threshold = -1.0  # keep probabilities; the slider makes the labels
     report = relay.progress.emit
     if planes is not None:  # a few planes: little to give back, and it runs often
-        return planes, segment_planes(model, image, probs, device, planes, report, cancel.is_set)
+        return planes, segment(model, image, probs, device, report, cancel.is_set, planes)
     try:
         return (0, image.shape[1]), segment(model, image, probs, device, report, cancel.is_set)
     finally:
@@ -135,15 +138,14 @@ def _model_key(cfg: config_mod.PredictConfig, device: torch.device) -> tuple:
     )
 
 
-class PredictWidget(QWidget):
+class PredictWidget(WorkerPanel):
     """Dock widget: segment an image layer with a checkpoint, tune the threshold, save."""
 
+    failed = "prediction failed"
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker: FunctionWorker | None = None
+        super().__init__(napari_viewer)
         self.result: Result | None = None
-        self.inference_runs = 0
         self._models: dict = {}
         self._cancel = threading.Event()
         self._relay = _Relay()
@@ -156,7 +158,7 @@ class PredictWidget(QWidget):
             keys=FIELDS,
         )
         self.form.editors["model_path"].widget.changed.connect(self._checkpoint_chosen)
-        self.form.changed.connect(self._update_buttons)
+        self.form.changed.connect(self.update_controls)
         self.image_box = widgets.ComboBox(label="image layer", choices=self._image_layers)
         self.image_box.tooltip = "The image to segment (an Image layer of the viewer)."
         self.threshold = widgets.FloatSlider(
@@ -183,8 +185,7 @@ class PredictWidget(QWidget):
             self, "Save…", self.save, "Write segmentation and prediction config to OutputDir"
         )
         self.progress = QProgressBar(self)
-        self.status = QLabel("choose a checkpoint and an image layer", self)
-        self.status.setWordWrap(True)
+        self.status.setText("choose a checkpoint and an image layer")
 
         run = QHBoxLayout()
         for b in (self.preview_button, self.whole_button, self.cancel_button):
@@ -201,7 +202,7 @@ class PredictWidget(QWidget):
         self._containers = (top, bottom)  # keep the magicgui containers alive
         napari_viewer.layers.events.inserted.connect(self._layers_changed)
         napari_viewer.layers.events.removed.connect(self._layers_changed)
-        self._update_buttons()
+        self.update_controls()
 
     # ------------------------------------------------------------------ inputs
 
@@ -210,7 +211,7 @@ class PredictWidget(QWidget):
 
     def _layers_changed(self, _event: Any = None) -> None:
         self.image_box.reset_choices()
-        self._update_buttons()
+        self.update_controls()
 
     def load_checkpoint(self, path: str | Path) -> bool:
         """Choose a checkpoint; its model settings fill the form when it carries them."""
@@ -246,8 +247,8 @@ class PredictWidget(QWidget):
     def _blocking_problems(self) -> list:
         return [p for p in self.form.problems() if p.key not in _NOT_NEEDED_TO_PREDICT]
 
-    def _update_buttons(self) -> None:
-        busy = self.worker is not None
+    def update_controls(self) -> None:
+        busy = self.busy
         ready = not busy and self.image_box.value is not None and not self._blocking_problems()
         self.preview_button.setEnabled(ready)
         self.whole_button.setEnabled(ready)
@@ -255,7 +256,7 @@ class PredictWidget(QWidget):
         self.save_button.setEnabled(not busy and self.result is not None)
         self.form.setEnabled(not busy)
 
-    def preview(self) -> FunctionWorker | None:
+    def preview(self) -> WorkerBase | None:
         """Segment the planes around the viewer's current z of the chosen image."""
         layer = self.image_box.value
         if layer is None:
@@ -270,14 +271,14 @@ class PredictWidget(QWidget):
         )
         return self._start(plane_window(depth, min(max(z, 0), depth - 1), self.form.cfg))
 
-    def predict_whole(self) -> FunctionWorker | None:
+    def predict_whole(self) -> WorkerBase | None:
         return self._start(None)
 
     def cancel(self) -> None:
         self._cancel.set()
         self.status.setText("cancelling after this batch of tiles…")
 
-    def _start(self, planes: tuple[int, int] | None) -> FunctionWorker | None:
+    def _start(self, planes: tuple[int, int] | None) -> WorkerBase | None:
         layer = self.image_box.value
         problems = self._blocking_problems()
         if layer is None or problems or self.worker is not None:
@@ -298,7 +299,7 @@ class PredictWidget(QWidget):
         self.progress.setValue(0)
         what = "whole volume" if planes is None else f"planes {planes[0]}–{planes[1] - 1}"
         self.status.setText(f"segmenting {layer.name}: {what}…")
-        worker = create_worker(
+        return self.start_worker(
             run_segmentation,
             self.form.cfg.copy(),
             image,
@@ -306,24 +307,15 @@ class PredictWidget(QWidget):
             self._models,
             self._relay,
             self._cancel,
-            _start_thread=False,
-            _connect={
-                "returned": lambda out, name=layer.name: self._on_result(name, *out),
-                "errored": self._on_error,
-                "finished": self._on_finished,
-            },
+            on_return=functools.partial(self._on_result, layer.name),
         )
-        self.worker = worker
-        self._update_buttons()
-        worker.start()
-        return worker
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 
-    def _on_result(self, layer_name: str, planes: tuple[int, int], prob: np.ndarray) -> None:
-        self.inference_runs += 1
+    def _on_result(self, layer_name: str, output: tuple[tuple[int, int], np.ndarray]) -> None:
+        planes, prob = output
         source = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
         shape = prob.shape[1:] if source is None else _as_czyx(source.data).shape[1:]
         n = prob.shape[0]
@@ -389,31 +381,20 @@ class PredictWidget(QWidget):
             prob = self.viewer.layers[self.layer_names()[0]].data
             self.viewer.layers[labels_name].data = self._labels(np.asarray(prob))
 
-    def _on_error(self, err: BaseException) -> None:
+    def handle_error(self, err: BaseException) -> bool:
         from ..inference.predict import PredictionCancelled
 
-        if isinstance(err, PredictionCancelled):
-            self.status.setText("cancelled; earlier results are kept")
-            show_info("prediction cancelled")
-            return
-        message = (
-            str(err)
-            if isinstance(err, UserInputError)
-            else f"prediction failed: {type(err).__name__}: {err}"
-        )
-        self.status.setText(f"error: {message}")
-        show_error(message)
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self._update_buttons()
+        if not isinstance(err, PredictionCancelled):
+            return False
+        self.status.setText("cancelled; earlier results are kept")
+        show_info("prediction cancelled")
+        return True
 
     # ------------------------------------------------------------------ saving
 
     def save(self) -> list[Path]:
         """Write the segmentation (and probabilities) and a prediction YAML that reproduces it."""
-        from ..inference import run
-        from ..inference.images import write_ome_tiff
+        from ..inference.outputs import save_prediction
 
         result, cfg = self.result, self.form.cfg.copy()
         if result is None:
@@ -424,7 +405,6 @@ class PredictWidget(QWidget):
         if not cfg.OutputDir.strip():
             show_error("OutputDir: choose the folder to save into")
             return []
-        out = Path(cfg.OutputDir).expanduser()
         layer = (
             self.viewer.layers[result.layer_name]
             if result.layer_name in self.viewer.layers
@@ -432,29 +412,17 @@ class PredictWidget(QWidget):
         )
         source_path = getattr(getattr(layer, "source", None), "path", None)
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            if source_path:
-                source = Path(source_path)
-            else:  # an image made in napari: save it too, so the YAML can reproduce the result
-                data = _as_czyx(layer.data) if layer is not None else result.probability
-                source = write_ome_tiff(
-                    out / f"{safe_name(result.layer_name)}.ome.tif", data, axes="CZYX"
-                )
-            cfg.Threshold = float(self.threshold.value)
-            cfg.mode.name, cfg.mode.InputFile, cfg.mode.timelapse = "file", str(source), False
-            written = []
-            for path, prob in zip(run.output_paths(cfg, source), result.probability, strict=True):
-                labels = np.where(prob > cfg.Threshold, np.uint8(255), np.uint8(0))
-                written.append(write_ome_tiff(path, labels))
-                if self.save_probability.value:
-                    written.append(
-                        write_ome_tiff(
-                            path.with_name(path.name.replace(".tiff", "_probability.tiff")), prob
-                        )
-                    )
-            written.append(config_mod.save_config(cfg, out / f"{run.stem_of(source)}_predict.yaml"))
-        except OSError as err:
-            show_error(f"could not save into {out}: {err.strerror or err}")
+            written = save_prediction(
+                cfg,
+                result.probability,
+                float(self.threshold.value),
+                Path(source_path) if source_path else None,
+                _as_czyx(layer.data) if layer is not None else None,
+                result.layer_name,
+                with_probability=self.save_probability.value,
+            )
+        except UserInputError as err:
+            show_error(str(err))
             return []
         show_info("saved " + ", ".join(p.name for p in written))
         return written

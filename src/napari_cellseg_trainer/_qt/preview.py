@@ -30,7 +30,6 @@ class PreviewLayers:
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        self.updates = 0
         self._raw_range: tuple[float, float] | None = None
 
     def layers(self) -> list:
@@ -66,7 +65,6 @@ class PreviewLayers:
             low, high = min(low, self._raw_range[0]), max(high, self._raw_range[1])
         self._raw_range = (low, high)
         raw.contrast_limits = (low, high if high > low else low + 1)
-        self.updates += 1
 
     def _create(self, arrays: tuple[np.ndarray, ...]) -> None:
         for name in NAMES:

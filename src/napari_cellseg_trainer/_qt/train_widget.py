@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import (
@@ -30,7 +30,8 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from .. import config as config_mod
-from .._schema import ConfigError, Problem, from_dict
+from ..config import ConfigError, Problem
+from ..config.fields import from_dict
 from ..data import DataError, TrainingImage, ZoomAdvice, images_from_layers
 from ..data.sample import ensure_sample_folder, sample_cache_folder
 from ..training.events import (
@@ -44,10 +45,11 @@ from ..training.events import (
     ValidationDone,
 )
 from .config_form import ConfigForm
-from .layer_data import LayerDataPanel
+from .layer_sets_panel import LayerSetsPanel
 from .loss_plot import LossPlot
 from .preview import PreviewLayers
 from .widgets import push_button
+from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
     import napari
@@ -63,50 +65,26 @@ def run_training(
     done: threading.Event,
     images: list[TrainingImage] | None = None,
 ) -> Iterator[Event]:
-    """The worker's generator: the engine's events, with metrics.csv and the PNG written as the CLI does.
+    """The worker's generator: the session every front end runs, beside napari.
 
     ``done`` is set in the worker thread when the run has ended (checkpoint written), so closing
     napari can wait for it without needing the GUI thread's event loop.
     """
-    import torch
+    from ..training.session import recorded_training
 
-    from ..devices import release_freed_memory, threads_sparing_a_core
-    from ..training import train
-    from ..training.metrics import MetricsRecorder
-
-    # From 4 cores up, napari's event loop keeps one. Not written into cfg: the checkpoint's
-    # config must not carry this machine's cap to a cluster node. Torch's setting is per thread
-    # with OpenMP and napari reuses pool threads, so the worker's own value is restored at the end.
-    threads = torch.get_num_threads()
     try:
-        if not cfg.num_threads and (spared := threads_sparing_a_core(cfg.device)):
-            torch.set_num_threads(spared)
-        recorder = MetricsRecorder(cfg.checkpoint_dir)
-        for event in train(cfg, stop=stop, images=images):
-            recorder(event)
-            yield event
+        yield from recorded_training(cfg, stop, images, beside_gui=True)
     finally:
-        torch.set_num_threads(threads)
-        release_freed_memory()  # the run's buffers and activations: napari lives on
         done.set()
 
 
-def error_message(err: BaseException) -> str:
-    """One readable message for a failed run; the type name only for errors we did not foresee."""
-    from ..errors import UserInputError
-
-    if isinstance(err, UserInputError):
-        return str(err)
-    return f"training failed: {type(err).__name__}: {err}"
-
-
-class TrainWidget(QWidget):
+class TrainWidget(WorkerPanel):
     """Dock widget: edit the training config, train, watch the loss and the predicted patches."""
 
+    failed = "training failed"
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker: GeneratorWorker | None = None
+        super().__init__(napari_viewer)
         self._stop = threading.Event()
         self._done = threading.Event()
         self._done.set()
@@ -119,12 +97,12 @@ class TrainWidget(QWidget):
         self._watched_window: weakref.ref[QObject] = lambda: None  # type: ignore[assignment]
 
         self.form = ConfigForm(config_mod.TrainConfig)
-        self.form.changed.connect(self._update_buttons)
+        self.form.changed.connect(self.update_controls)
         self.plot = LossPlot()
         self.previews = PreviewLayers(napari_viewer)
-        self.layer_data = LayerDataPanel(napari_viewer, on_advice=self.apply_zoom_advice)
+        self.layer_data = LayerSetsPanel(napari_viewer, on_advice=self.apply_zoom_advice)
         self._build()
-        self._update_buttons()
+        self.update_controls()
 
     # ------------------------------------------------------------------ layout
 
@@ -168,8 +146,7 @@ class TrainWidget(QWidget):
         )
         self.progress = QProgressBar(self)
         self.progress.setFormat("%p%")
-        self.status = QLabel("ready", self)
-        self.status.setWordWrap(True)
+        self.status.setText("ready")
         self.device_label = QLabel("device: chosen when training starts (config: auto)", self)
 
         files = QHBoxLayout()
@@ -210,10 +187,10 @@ class TrainWidget(QWidget):
 
     @property
     def training(self) -> bool:
-        return self.worker is not None
+        return self.busy
 
-    def _update_buttons(self) -> None:
-        busy = self.training
+    def update_controls(self) -> None:
+        busy = self.busy
         self.train_button.setEnabled(not busy and not self.form.problems())
         self.stop_button.setEnabled(busy and not self._stop.is_set())
         for w in (
@@ -347,31 +324,17 @@ class TrainWidget(QWidget):
             self.previews.prepare(tuple(cfg.size_out))
         self.last_checkpoint = None
         self.status.setText("starting: reading the data and drawing the first patch buffer…")
-        worker = create_worker(
-            run_training,
-            cfg,
-            self._stop,
-            self._done,
-            images,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_event,
-                "errored": self._on_error,
-                "finished": self._on_finished,
-            },
-        )
-        self.worker = worker
         self._watch_window()
-        self._update_buttons()
-        worker.start()
-        return worker
+        return self.start_worker(
+            run_training, cfg, self._stop, self._done, images, on_yield=self._on_event
+        )
 
     def stop_training(self) -> None:
         """Ask the run to stop after the current batch; it saves a checkpoint first."""
         if self.training:
             self._stop.set()
             self.status.setText("stopping after this batch (saving a checkpoint)…")
-            self._update_buttons()
+            self.update_controls()
 
     def shutdown(self, timeout: float = _CLOSE_WAIT_S) -> bool:
         """Stop a running training and wait for its checkpoint; True when it ended in time."""
@@ -429,21 +392,16 @@ class TrainWidget(QWidget):
             f" · loss {event.loss:.4g} · ETA {_clock(eta)}"
         )
 
-    def _on_error(self, err: BaseException) -> None:
-        self.status.setText(f"error: {error_message(err)}")
-        show_error(error_message(err))
-
-    def _on_finished(self) -> None:
-        self.worker = None
+    def _worker_finished(self) -> None:
+        super()._worker_finished()
         self.plot.flush()
-        self._update_buttons()
 
     # ------------------------------------------------------------------ prediction
 
     def preview_latest_checkpoint(self):
         """Open the prediction panel on the newest checkpoint and preview the current image."""
         from ..checkpoint import latest_checkpoint
-        from .layers import user_images
+        from .user_layers import user_images
 
         folder = self.form.cfg.checkpoint_dir
         path = self.last_checkpoint or (latest_checkpoint(folder) if folder else None)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import checkpoint as ckpt
 from .. import config
-from ..inference.run import config_from_checkpoint, run_prediction
+from ..inference.run import config_from_network, run_prediction
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,31 +29,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="output folder (short form; default: beside the input)")
     p.add_argument("--threshold", type=float, help="> 0: binary output at this threshold")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
     p.set_defaults(run=run_predict)
 
 
-def short_form_config(args: argparse.Namespace) -> config.PredictConfig:
-    """A prediction config from --checkpoint/--input/--output/--threshold."""
-    cfg = config_from_checkpoint(args.checkpoint)
-    source = Path(args.input)
+def short_form_config(args: argparse.Namespace, network) -> config.PredictConfig:
+    """A prediction config from --checkpoint/--input/--output/--threshold.
+
+    A folder's results go into a folder beside it (``<folder>_segmentation``), never into it.
+    """
+    cfg = config_from_network(network, args.checkpoint)
+    source = Path(args.input).expanduser()
     if source.is_dir():
         cfg.mode.name, cfg.mode.InputDir = "folder", str(source)
         found = {p.suffix.lower() for p in source.iterdir()}
         cfg.mode.DataType = ".tif" if ".tif" in found and ".tiff" not in found else ".tiff"
+        default_out = source.with_name(f"{source.name}_segmentation")
     else:
         cfg.mode.name, cfg.mode.InputFile = "file", str(source)
-    cfg.OutputDir = args.output or str(source if source.is_dir() else source.parent)
+        default_out = source.parent
+    cfg.OutputDir = args.output or str(default_out)
     cfg.Normalization = 0  # training data are already normalised to [0, 1]
     return cfg
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    model = None
     if args.config:
         cfg = config.load_predict_config(args.config, args.overrides)
     elif args.checkpoint and args.input:
-        data = short_form_config(args).to_dict()
+        model, network = ckpt.model_from_checkpoint(args.checkpoint)  # the one read
+        data = short_form_config(args, network).to_dict()
         data = config.apply_overrides(data, args.overrides) if args.overrides else data
         cfg = config.from_mapping(config.PredictConfig, data, source="predict")
+        if any(config.get(cfg, k) != config.get(network, k) for k in ckpt.ARCHITECTURE_KEYS):
+            model = None  # --set changed the model: load the weights into that one (or refuse)
     else:
         raise config.ConfigError(
             [config.Problem("", "give --config FILE, or --checkpoint CK and --input IMG")]
@@ -61,7 +72,7 @@ def run_predict(args: argparse.Namespace) -> int:
         cfg.Threshold = args.threshold
     if args.device:
         cfg.device = args.device
-    written = run_prediction(cfg, progress=TileProgress())
+    written = run_prediction(cfg, progress=TileProgress(), model=model, overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0

@@ -17,11 +17,10 @@ from ..training import (
     CheckpointSaved,
     EpochEnd,
     IterationEnd,
-    MetricsRecorder,
     TrainingFinished,
     TrainingStarted,
     ValidationDone,
-    train,
+    recorded_training,
 )
 
 
@@ -52,17 +51,19 @@ def run_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StopOnSigint:
+class _StopOnSignal:
     """First Ctrl-C (or SIGTERM, as a batch system sends before its time limit): finish the
-    batch, save a checkpoint, exit. A second one: exit now."""
+    batch, save a checkpoint, exit with 128 + the signal's number (130, 143), so a script or a
+    batch system reads "stopped", not "done". A second one: exit now."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.previous: dict = {}
+        self.received: signal.Signals | None = None
 
-    def __enter__(self) -> _StopOnSigint:
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
@@ -74,6 +75,7 @@ class _StopOnSigint:
     def _handle(self, signum: int, frame: object) -> None:
         if self.stop.is_set():
             raise KeyboardInterrupt
+        self.received = signal.Signals(signum)
         self.stop.set()
         tqdm.write(
             "stopping after this batch and saving a checkpoint (Ctrl-C again to abort)",
@@ -88,14 +90,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise config.ConfigError(problems, args.config)
     stop = threading.Event()
     with process_group(cfg.device) as world:
-        # Under torchrun, rank 0 alone writes metrics and the loss curve and shows progress.
-        recorder = MetricsRecorder(cfg.checkpoint_dir) if world.main else None
+        # Under torchrun, rank 0 alone shows progress (and writes metrics and the loss curve).
         progress = ProgressBar() if world.main else None
+        signals = _StopOnSignal(stop)
         try:
-            with _StopOnSigint(stop):
-                for event in train(cfg, stop=stop):
-                    if recorder is not None and progress is not None:
-                        recorder(event)
+            with signals:
+                for event in recorded_training(cfg, stop=stop):
+                    if progress is not None:
                         progress(event)
                     if world.distributed and isinstance(event, TrainingFinished):
                         print(
@@ -107,6 +108,9 @@ def run_train(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.close()
+    if signals.received is not None:
+        print(f"stopped by {signals.received.name}; the checkpoint is saved", file=sys.stderr)
+        return 128 + int(signals.received)
     return 0
 
 

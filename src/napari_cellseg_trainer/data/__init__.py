@@ -16,7 +16,6 @@ if TYPE_CHECKING:
         augment_image,
         draw_buffer,
         iter_batches,
-        margin_of,
         patch_counts,
         rotate_image,
     )
@@ -28,7 +27,7 @@ from .folder import (
     load_folder,
     write_training_image,
 )
-from .layers import LayerSet, export_training_folder, images_from_layers
+from .layer_sets import LayerSet, export_training_folder, images_from_layers
 from .measure import ZoomAdvice, suggest_zoom
 from .sample import (
     SAMPLE_KINDS,
@@ -58,7 +57,6 @@ __all__ = [
     "iter_batches",
     "load_folder",
     "make_sample",
-    "margin_of",
     "patch_counts",
     "rotate_image",
     "sample_cache_folder",
@@ -78,7 +76,6 @@ __getattr__ = lazy_members(
             "augment_image",
             "draw_buffer",
             "iter_batches",
-            "margin_of",
             "patch_counts",
             "rotate_image",
         ),

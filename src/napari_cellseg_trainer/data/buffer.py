@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.geometry import margin_of
 from .folder import DataError, TrainingImage
 
 # Slices rotated per grid_sample call: bounds the temporary memory (one chunk of a
@@ -50,21 +51,6 @@ class PatchSet:
 
 
 # --------------------------------------------------------------------------- sizes and counts
-
-
-def margin_of(size_in: Sequence[int], size_out: Sequence[int]) -> tuple[int, int, int]:
-    """``(size_in - size_out) / 2`` per axis; raises ValueError unless whole and >= 0."""
-    if len(size_in) != 3 or len(size_out) != 3:
-        raise ValueError(f"size_in {list(size_in)} and size_out {list(size_out)} must be [z, y, x]")
-    margin = []
-    for axis, a, b in zip("zyx", size_in, size_out, strict=True):
-        if a < b or (a - b) % 2:
-            raise ValueError(
-                f"size_in {list(size_in)} and size_out {list(size_out)}: in {axis}, size_in - "
-                "size_out must be even and >= 0 (the raw patch surrounds the output patch)"
-            )
-        margin.append((a - b) // 2)
-    return margin[0], margin[1], margin[2]
 
 
 def patch_counts(n_patches: int, n_images: int) -> list[int]:

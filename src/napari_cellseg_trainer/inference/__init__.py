@@ -1,4 +1,4 @@
-"""Whole-volume tiled prediction (also used by validation)."""
+"""Whole-volume tiled prediction (also used by validation), and writing its results."""
 
 from .predict import (
     PredictionCancelled,

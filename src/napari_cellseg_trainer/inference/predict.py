@@ -1,57 +1,40 @@
 """Whole-volume prediction in tiles: the established layout, or overlapping tiles blended smoothly.
 
-The padded input and one preallocated output (plus a weight volume in blend mode) are all the
-memory a prediction takes beyond the input: about 2 x (input + output) in float32.
+A :class:`.tiling.TilePlan` says where the tiles go, a :class:`TileRunner` runs the model on
+batches of them, an :class:`.tiling.Accumulator` adds them up. The padded input and one
+preallocated output (plus a weight volume in blend mode) are all the memory a prediction takes
+beyond the input: about 2 x (input + output) in float32.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from scipy.ndimage import zoom
 
-TILINGS = ("blend", "established")
+from .tiling import TILINGS, Accumulator, Corner, TilePlan, blend_window, pad_for_tiles, tile_starts
+
+__all__ = [
+    "RUNTIME_FLIPS",
+    "TILINGS",
+    "PredictionCancelled",
+    "TileRunner",
+    "blend_window",
+    "pad_for_tiles",
+    "postprocess",
+    "predict_volume",
+    "resize",
+    "tile_starts",
+]
+
 # The flips averaged by runtime augmentation (tensor dims of (N, C, Z, Y, X)): none, x, y, z.
 RUNTIME_FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (2,))
 
 
 class PredictionCancelled(Exception):
     """Raised between tiles when ``should_cancel()`` returns True."""
-
-
-def tile_starts(length: int, out: int, stride: int) -> list[int]:
-    """Tile corners along one axis: every ``stride``, the last tile aligned to the end."""
-    if length <= out:
-        return [0]
-    starts = list(range(0, length - out + 1, stride))
-    if starts[-1] != length - out:
-        starts.append(length - out)
-    return starts
-
-
-def blend_window(size_out: Sequence[int]) -> np.ndarray:
-    """Separable raised-cosine weights for one tile, never reaching zero (float32)."""
-    axes = []
-    for n in size_out:
-        ramp = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)
-        axes.append(np.maximum(ramp, 1e-3).astype(np.float32))
-    return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
-
-
-def pad_for_tiles(image: np.ndarray, size_in: Sequence[int], size_out: Sequence[int]) -> np.ndarray:
-    """Pad (C, Z, Y, X) by the margin (z zeros, y/x mirror), and up to one tile if smaller."""
-    pads = [(0, 0)]
-    for axis, (i, o) in enumerate(zip(size_in, size_out, strict=True)):
-        m = (i - o) // 2
-        short = max(0, o - image.shape[axis + 1])
-        pads.append((m, m + short))
-    z_pad = [(0, 0), pads[1], (0, 0), (0, 0)]
-    yx_pad = [(0, 0), (0, 0), pads[2], pads[3]]
-    padded = np.pad(image, yx_pad, mode="symmetric")
-    return np.pad(padded, z_pad, mode="constant")
 
 
 def predict_volume(
@@ -86,100 +69,88 @@ def predict_volume(
     planes : (start, stop): predict only these output planes (the rest of the volume still
         serves as z context); the result is then (n_pairs, stop - start, Y, X).
     """
-    if tiling not in TILINGS:
-        raise ValueError(f"tiling must be one of {TILINGS}, got {tiling!r}")
     if image.ndim != 4:
         raise ValueError(f"image must be (C, Z, Y, X), got shape {image.shape}")
-    device = torch.device(device)
-    size_in, size_out = tuple(size_in), tuple(size_out)
-    depth = image.shape[1]
-    asked = (0, depth) if planes is None else tuple(planes)
-    if not 0 <= asked[0] < asked[1] <= depth:
-        raise ValueError(f"planes must lie within 0..{depth}, got {planes}")
-    # Compute at least one tile's depth of planes (all real data where the volume allows).
-    need = min(depth, size_out[0])
-    first = min(asked[0], depth - need)
-    stop = max(asked[1], first + need)
-    shape = (stop - first, *image.shape[2:])
-    padded = pad_for_tiles(image.astype(np.float32, copy=False), size_in, size_out)
-    full = tuple(max(s, o) for s, o in zip(shape, size_out, strict=True))
-    if tiling == "blend":
-        strides = [max(1, int(round(o * (1 - overlap)))) for o in size_out]
-    else:
-        strides = list(size_out)
-    corners = list(
-        itertools.product(
-            *(tile_starts(n, o, s) for n, o, s in zip(full, size_out, strides, strict=True))
-        )
-    )
+    plan = TilePlan.make(image.shape[1:], size_in, size_out, tiling, overlap, planes)
+    padded = pad_for_tiles(image.astype(np.float32, copy=False), plan.size_in, plan.size_out)
+    accumulator = Accumulator(plan, len(output_pairs), out)
+    runner = TileRunner(model, torch.device(device), output_pairs, runtime_aug)
+    done, total = 0, len(plan.corners)
+    with runner:
+        for corners, probabilities in runner.run(plan, padded, batch_size, should_cancel):
+            accumulator.add(corners, probabilities)
+            done += len(corners)
+            if progress is not None:
+                progress(done, total)
+    return accumulator.result()
 
-    exact = out is not None and out.shape[1:] == full and asked == (first, stop)
-    acc = out if exact else np.zeros((len(output_pairs), *full), dtype=np.float32)
-    if exact:
-        acc[...] = 0
-    weight = np.zeros(full, dtype=np.float32) if tiling == "blend" else None
-    window = blend_window(size_out) if tiling == "blend" else None
 
-    def cut(batch: Sequence[tuple[int, int, int]]) -> np.ndarray:
-        z0, (dz, dy, dx) = first, size_in
-        return np.stack(
-            [padded[:, z0 + z : z0 + z + dz, y : y + dy, x : x + dx] for z, y, x in batch]
-        )
+class TileRunner:
+    """Runs a model on batches of tiles in eval mode (its training mode restored afterwards).
 
-    def add(begin: int, batch: Sequence[tuple[int, int, int]], probs: np.ndarray) -> None:
-        for (z, y, x), prob in zip(batch, probs, strict=True):
-            region = (
-                slice(z, z + size_out[0]),
-                slice(y, y + size_out[1]),
-                slice(x, x + size_out[2]),
-            )
-            if weight is None:
-                acc[(slice(None), *region)] = prob
-            else:
-                acc[(slice(None), *region)] += prob * window
-                weight[region] += window
-        if progress is not None:
-            progress(min(begin + batch_size, len(corners)), len(corners))
+    On a GPU the tiles' probabilities come back asynchronously (pinned memory and an event), and
+    :meth:`run` hands over the previous batch while the GPU computes the next one, so the CPU's
+    blending overlaps the GPU's work.
+    """
 
-    def finish(begin: int, batch, host: torch.Tensor, copied: torch.cuda.Event) -> None:
-        copied.synchronize()  # the batch's copy from the GPU is complete
-        add(begin, batch, host.numpy())
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        pairs: Sequence[tuple[int, int]],
+        runtime_aug: bool = False,
+    ) -> None:
+        self.model, self.device = model, device
+        self.pairs, self.runtime_aug = tuple(pairs), runtime_aug
+        self._was_training = model.training
 
-    # On a GPU the tiles' probabilities come back asynchronously (pinned memory, an event),
-    # and the previous batch is blended on the CPU while the GPU computes the next one.
-    overlap_gpu = device.type == "cuda"
-    pending = None
-    was_training = model.training
-    model.eval()
-    try:
-        for begin in range(0, len(corners), batch_size):
+    def __enter__(self) -> TileRunner:
+        self._was_training = self.model.training
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self._was_training)
+
+    def run(
+        self,
+        plan: TilePlan,
+        padded: np.ndarray,
+        batch_size: int,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[tuple[Corner, ...], np.ndarray]]:
+        """(corners, (N, n_pairs, *size_out) probabilities) for every batch of the plan."""
+        pending = None
+        for corners in plan.batches(batch_size):
             if should_cancel is not None and should_cancel():
                 raise PredictionCancelled
-            batch = corners[begin : begin + batch_size]
-            tiles = torch.from_numpy(cut(batch)).to(device)
+            tiles = torch.from_numpy(plan.cut(padded, corners)).to(self.device)
             with torch.inference_mode():
-                probs = _tile_probs(model, tiles, output_pairs, runtime_aug)
-                if not overlap_gpu:
-                    add(begin, batch, probs.cpu().numpy())
-                    continue
-                host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
-                host.copy_(probs, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record(torch.cuda.current_stream(device))
+                probs = _tile_probs(self.model, tiles, self.pairs, self.runtime_aug)
+            if self.device.type != "cuda":
+                yield corners, probs.cpu().numpy()
+                continue
+            copy = _start_copy(probs, self.device)
             if pending is not None:
-                finish(*pending)
-            pending = (begin, batch, host, copied)
+                yield pending[0], _finish_copy(*pending[1])
+            pending = (corners, copy)
         if pending is not None:
-            finish(*pending)
-    finally:
-        model.train(was_training)
-    if weight is not None:
-        acc /= weight
-    result = acc[:, asked[0] - first : asked[1] - first, : shape[1], : shape[2]]
-    if out is not None and not exact:
-        out[...] = result
-        return out
-    return result if exact or result.shape == acc.shape else np.ascontiguousarray(result)
+            yield pending[0], _finish_copy(*pending[1])
+
+
+def _start_copy(probs: torch.Tensor, device: torch.device) -> tuple:
+    """Start copying GPU probabilities into pinned host memory; (host tensor, done event)."""
+    with torch.inference_mode():
+        host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+        host.copy_(probs, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(device))
+    return host, copied
+
+
+def _finish_copy(host: torch.Tensor, copied: torch.cuda.Event) -> np.ndarray:
+    copied.synchronize()  # the batch's copy from the GPU is complete
+    return host.numpy()
 
 
 def _tile_probs(

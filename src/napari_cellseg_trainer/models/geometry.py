@@ -128,8 +128,22 @@ def size_out(model: str, size_in: Sequence[int], zoom_ratio: int = 3) -> tuple[i
 
 def margin(model: str, size_in: Sequence[int], zoom_ratio: int = 3) -> tuple[int, int, int]:
     """(size_in - size_out) / 2 per axis: the context around the output patch."""
-    out = size_out(model, size_in, zoom_ratio)
-    return tuple((i - o) // 2 for i, o in zip(size_in, out, strict=True))  # type: ignore[return-value]
+    return margin_of(size_in, size_out(model, size_in, zoom_ratio))
+
+
+def margin_of(size_in: Sequence[int], size_out: Sequence[int]) -> tuple[int, int, int]:
+    """``(size_in - size_out) / 2`` per axis; raises ValueError unless whole and >= 0."""
+    if len(size_in) != 3 or len(size_out) != 3:
+        raise ValueError(f"size_in {list(size_in)} and size_out {list(size_out)} must be [z, y, x]")
+    margin = []
+    for axis, a, b in zip("zyx", size_in, size_out, strict=True):
+        if a < b or (a - b) % 2:
+            raise ValueError(
+                f"size_in {list(size_in)} and size_out {list(size_out)}: in {axis}, size_in - "
+                "size_out must be even and >= 0 (the raw patch surrounds the output patch)"
+            )
+        margin.append((a - b) // 2)
+    return margin[0], margin[1], margin[2]
 
 
 def covering_size_in(

@@ -9,10 +9,7 @@ the bytes per counted element were measured (``bench/bench_memory.py``; see docs
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -169,61 +166,3 @@ def detected_free_memory() -> int:
         raise MemoryBudgetError("no CUDA GPU detected here: give the budget as a number, e.g. 8GB")
     free, _total = torch.cuda.mem_get_info()
     return int(free)
-
-
-def measure_peak_bytes(
-    model: str, size_in: Sequence[int], batch_size: int, device: str = "cpu", zoom_ratio: int = 3
-) -> int:
-    """Measured peak memory of two fp32 training steps, in a fresh process.
-
-    On CPU (Linux): peak resident memory (VmHWM) minus the resident memory before the model
-    was built; on CUDA: ``torch.cuda.max_memory_allocated``.
-    """
-    arg = json.dumps([model, [int(v) for v in size_in], batch_size, device, zoom_ratio])
-    done = subprocess.run(
-        [sys.executable, "-m", __name__, arg], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"measuring {model} {list(size_in)} failed: {done.stderr[-500:]}")
-    return int(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def _peak_of_two_steps(
-    model: str, size_in: list[int], batch: int, device_name: str, zoom_ratio: int
-) -> int:
-    """The child of :func:`measure_peak_bytes`."""
-    from ..devices import resident_bytes
-    from ..training.loss import AuxLoss
-
-    device = torch.device(device_name)
-    base = resident_bytes()
-    net = build_model(model, zoom_ratio=zoom_ratio).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    loss_fn = AuxLoss([1, 1, 1], None)
-    out = geometry.size_out(model, size_in, zoom_ratio)
-    x = torch.rand(batch, 1, *size_in, device=device)
-    label = torch.randint(0, 2, (batch, *out), device=device)
-    cost = torch.ones(batch, *out, device=device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(2):  # the first step also creates Adam's state
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(net(x), label, cost).backward()
-        optimizer.step()
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return _high_water_mark() - base
-
-
-def _high_water_mark() -> int:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the
-    parent across fork and exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
-if __name__ == "__main__":
-    print(_peak_of_two_steps(*json.loads(sys.argv[1])))

@@ -22,15 +22,17 @@ from .events import (
 )
 
 if TYPE_CHECKING:
-    from .loop import TrainingError, checkpoint_path, resolve_resume, train
+    from .loop import train
     from .loss import AuxLoss, weighted_nll
     from .metrics import MetricsRecorder
+    from .session import recorded_training
+    from .step import TrainingError, TrainingStep
 
 _LAZY = {
-    "TrainingError": "loop",
-    "checkpoint_path": "loop",
-    "resolve_resume": "loop",
+    "TrainingError": "step",
+    "TrainingStep": "step",
     "train": "loop",
+    "recorded_training": "session",
     "AuxLoss": "loss",
     "weighted_nll": "loss",
     "MetricsRecorder": "metrics",
@@ -48,9 +50,9 @@ __all__ = [
     "TrainingError",
     "TrainingFinished",
     "TrainingStarted",
+    "TrainingStep",
     "ValidationDone",
-    "checkpoint_path",
-    "resolve_resume",
+    "recorded_training",
     "train",
     "weighted_nll",
 ]

@@ -6,7 +6,6 @@ Qt canvas (the panel's live plot), from the same code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -100,19 +99,3 @@ class LossCurve:
             [self._iou_line] if h.validation_iou else []
         )
         self.ax.legend(handles=handles, loc="upper right")
-
-
-def draw_loss_curve(
-    iterations: Sequence[int],
-    iteration_loss: Sequence[float],
-    epoch_iterations: Sequence[int],
-    epoch_loss: Sequence[float],
-    log_scale: bool = True,
-) -> Figure:
-    """A new figure of the per-iteration loss and the per-epoch mean."""
-    history = LossHistory(
-        list(iterations), list(iteration_loss), list(epoch_iterations), list(epoch_loss)
-    )
-    curve = LossCurve()
-    curve.update(history, log_scale)
-    return curve.figure

@@ -1,6 +1,6 @@
 """Training data from the open layers: sets of (Image, Labels, optional exclusion Labels).
 
-Shows and forwards only: :mod:`..data.layers` turns the sets into training images (or a
+Shows and forwards only: :mod:`..data.layer_sets` turns the sets into training images (or a
 training folder) and :mod:`..data.measure` measures the objects for the zoom suggestion.
 """
 
@@ -15,9 +15,9 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QVBoxLayout, QWidget
 
-from ..data.layers import LayerSet, export_training_folder
+from ..data.layer_sets import LayerSet, export_training_folder
 from ..data.measure import ZoomAdvice, suggest_zoom
-from .layers import user_images
+from .user_layers import user_images
 from .widgets import push_button
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class _SetRow:
     """Three layer pickers for one training image."""
 
-    def __init__(self, panel: LayerDataPanel, index: int) -> None:
+    def __init__(self, panel: LayerSetsPanel, index: int) -> None:
         self.image = widgets.ComboBox(
             label=f"image {index + 1}", choices=panel.image_choices, nullable=True
         )
@@ -46,7 +46,7 @@ class _SetRow:
         self.container.reset_choices()
 
 
-class LayerDataPanel(QWidget):
+class LayerSetsPanel(QWidget):
     """Pick training sets from the viewer's layers; export them; suggest the zoom ratio."""
 
     def __init__(

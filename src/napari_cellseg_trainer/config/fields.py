@@ -3,7 +3,8 @@
 A config class is a plain (possibly nested) dataclass whose fields are declared with
 :func:`param`. The helpers here walk such a class to validate a dict read from YAML, to turn a
 config back into a dict, and to list every field with its dotted key (for the GUI form, the CLI's
-``--set`` and the generated docs).
+``--set`` and the generated docs). A field also says whether it is derived from others
+(``size_out``) and whether it names a folder or a file, so the form needs no lists of its own.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 class Kind(str, Enum):
@@ -63,13 +65,33 @@ class ConfigError(UserInputError, ValueError):
 
 # --------------------------------------------------------------------------- value types
 
+_REPR_CHARS = 60
+# Whole numbers beyond float precision are never a sensible setting (and a 400-digit one
+# would overflow the float conversion).
+_LARGEST_INT = 2**53
+
+
+def _short_reprs() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, 40, 40
+    return short
+
+
+_SHORT = _short_reprs()
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a line: a message never repeats a huge or hostile value whole."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= _REPR_CHARS else text[: _REPR_CHARS - 3] + "..."
+
 
 @dataclass(frozen=True)
 class VType:
     """A value type: checks and normalises one YAML value.
 
-    ``kind`` is one of ``int``, ``float``, ``bool``, ``str``, ``path``, ``choice``, ``list``,
-    ``any``. Lists hold ``item`` values and may have a fixed ``length``.
+    ``kind`` is one of ``int``, ``float``, ``number`` (int or float), ``bool``, ``str``,
+    ``path``, ``choice``, ``list``, ``any``. Lists hold ``item`` values and may have a fixed ``length``.
     """
 
     kind: str
@@ -113,7 +135,9 @@ class VType:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                raise ValueError(f"must be {self.describe()}, got {value!r}")
+                raise ValueError(f"must be {self.describe()}, got {short_repr(value)}")
+        if abs(value) > _LARGEST_INT:
+            raise ValueError(f"is far too large ({len(str(abs(value)))} digits)")
         return self._bounded(value)
 
     def _convert_float(self, value: Any) -> float:
@@ -122,52 +146,63 @@ class VType:
             try:
                 value = float(value)
             except ValueError:
-                raise ValueError(f"must be {self.describe()}, got {value!r}") from None
+                raise ValueError(f"must be {self.describe()}, got {short_repr(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be {self.describe()}, got {value!r}")
+            raise ValueError(f"must be {self.describe()}, got {short_repr(value)}")
+        if isinstance(value, int) and abs(value) > _LARGEST_INT:
+            raise ValueError(f"is far too large ({len(str(abs(value)))} digits)")
         if not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value!r}")
+            raise ValueError(f"must be a finite number, got {short_repr(value)}")
         return self._bounded(float(value))
+
+    def _convert_number(self, value: Any) -> int | float:
+        """A float or an int, whichever it is (a whole float becomes an int: ``[0]`` stays ``[0]``)."""
+        number = self._convert_float(value)
+        return int(number) if number.is_integer() else number
 
     def _convert_bool(self, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
+            raise ValueError(f"must be true or false, got {short_repr(value)}")
         return value
 
     def _convert_str(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise ValueError(f"must be text, got {value!r}")
+            raise ValueError(f"must be text, got {short_repr(value)}")
         return value
 
     def _convert_path(self, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"must be a path (text), got {value!r}")
+            raise ValueError(f"must be a path (text), got {short_repr(value)}")
         return value
 
     def _convert_choice(self, value: Any) -> Any:
         if value not in self.choices:
             hint = _did_you_mean(value, self.choices)
-            raise ValueError(f"must be {self.describe()}, got {value!r}{hint}")
+            raise ValueError(f"must be {self.describe()}, got {short_repr(value)}{hint}")
         return value
 
     def _convert_list(self, value: Any) -> list:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"must be a {self.describe()}, got {value!r}")
+            raise ValueError(f"must be a {self.describe()}, got {short_repr(value)}")
         if self.length is not None and len(value) != self.length:
-            raise ValueError(f"must have {self.length} entries, got {len(value)}: {list(value)}")
+            raise ValueError(
+                f"must have {self.length} entries, got {len(value)}: {short_repr(list(value))}"
+            )
         if len(value) < self.min_length:
-            raise ValueError(f"must have at least {self.min_length} entries, got {list(value)}")
+            raise ValueError(
+                f"must have at least {self.min_length} entries, got {short_repr(list(value))}"
+            )
         assert self.item is not None
         try:
             return [self.item.convert(v) for v in value]
         except ValueError as err:
-            raise ValueError(f"{list(value)}: each entry {err}") from None
+            raise ValueError(f"{short_repr(list(value))}: each entry {err}") from None
 
     def _bounded(self, value: float) -> Any:
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"must be >= {self.minimum:g}, got {value!r}")
+            raise ValueError(f"must be >= {self.minimum:g}, got {short_repr(value)}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"must be <= {self.maximum:g}, got {value!r}")
+            raise ValueError(f"must be <= {self.maximum:g}, got {short_repr(value)}")
         return value
 
 
@@ -203,6 +238,8 @@ class FieldSpec:
     help: str
     group: str
     label: str
+    derived: bool = False  # computed from other fields (shown, never typed)
+    path: str = ""  # "dir" or "file" when the value names one
 
     @property
     def name(self) -> str:
@@ -223,9 +260,22 @@ def param(
     *,
     group: str,
     label: str = "",
+    derived: bool = False,
+    path: str = "",
 ) -> Any:
-    """Declare a config field with its schema metadata (a ``dataclasses.field``)."""
-    meta = {"vtype": vtype, "kind": kind, "help": help, "group": group, "label": label}
+    """Declare a config field with its schema metadata (a ``dataclasses.field``).
+
+    ``derived``: computed from other fields; ``path``: ``"dir"`` or ``"file"`` if it names one.
+    """
+    meta = {
+        "vtype": vtype,
+        "kind": kind,
+        "help": help,
+        "group": group,
+        "label": label,
+        "derived": derived,
+        "path": path,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: _copy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -261,6 +311,8 @@ def iter_fields(cls: type, prefix: str = "") -> Iterator[FieldSpec]:
             help=f.metadata["help"],
             group=f.metadata["group"],
             label=label,
+            derived=f.metadata["derived"],
+            path=f.metadata["path"],
         )
 
 
@@ -296,7 +348,9 @@ def from_dict(cls: type, data: Any, problems: list[Problem], prefix: str = "") -
     obj = cls()
     if not isinstance(data, dict):
         where = prefix.rstrip(".") or "(top level)"
-        problems.append(Problem(where, f"must be a mapping of keys to values, got {data!r}"))
+        problems.append(
+            Problem(where, f"must be a mapping of keys to values, got {short_repr(data)}")
+        )
         return obj
     known = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in data.items():
@@ -304,7 +358,8 @@ def from_dict(cls: type, data: Any, problems: list[Problem], prefix: str = "") -
         f = known.get(name) if isinstance(name, str) else None
         if f is None:
             hint = _did_you_mean(name, list(known))
-            problems.append(Problem(key, f"unknown key{hint}"))
+            where = key if isinstance(name, str) else f"{prefix}{short_repr(name)}"
+            problems.append(Problem(where, f"unknown key{hint}"))
         elif f.metadata.get("section"):
             setattr(obj, name, from_dict(f.default_factory, value, problems, f"{key}."))  # type: ignore[arg-type]
         else:
@@ -317,5 +372,6 @@ def from_dict(cls: type, data: Any, problems: list[Problem], prefix: str = "") -
 
 def _did_you_mean(value: Any, options: Sequence[Any]) -> str:
     words = [str(o) for o in options]
-    close = difflib.get_close_matches(str(value), words, n=1, cutoff=0.6)
+    text = str(value) if isinstance(value, str | int | float) else ""
+    close = difflib.get_close_matches(text[:100], words, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from napari_cellseg_trainer.data import DataError, draw_buffer, load_folder, sample_training_image
-from napari_cellseg_trainer.data.layers import LayerSet, export_training_folder, images_from_layers
+from napari_cellseg_trainer.data.layer_sets import (
+    LayerSet,
+    export_training_folder,
+    images_from_layers,
+)
 from napari_cellseg_trainer.data.measure import object_diameters_yx, suggest_zoom
 
 SIZE_IN, SIZE_OUT = (32, 100, 100), (4, 12, 12)

@@ -1,0 +1,155 @@
+"""Cross-field rules of the configs and the folders a run will touch.
+
+Types and bounds are checked field by field when a config is read (``fields.from_dict``); the
+rules here need several fields at once, or the file system.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..models import geometry
+from .fields import Problem
+from .predict import PredictConfig
+from .train import NetworkFields, TrainConfig
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+
+
+def problems_of(cfg: NetworkFields) -> list[Problem]:
+    """The cross-field problems of any config: training, prediction, or network settings alone."""
+    if isinstance(cfg, TrainConfig):
+        return validate(cfg)
+    if isinstance(cfg, PredictConfig):
+        return validate_predict(cfg)
+    return _geometry_problems(cfg)
+
+
+def validate(cfg: TrainConfig) -> list[Problem]:
+    """Cross-field problems of a training config."""
+    problems = _geometry_problems(cfg) + _device_problems(cfg.device)
+    if not cfg.checkpoint_dir.strip():
+        problems.append(Problem("checkpoint_dir", "is required: where should checkpoints go?"))
+    if not cfg.loader.datafolder.strip():
+        problems.append(Problem("loader.datafolder", "is required: the folder of training data"))
+    if cfg.loss.ignore_index is not None and cfg.loss.ignore_index < max(cfg.nclass):
+        # Labels equal to ignore_index must not be real classes of any output.
+        problems.append(
+            Problem(
+                "loss.ignore_index",
+                f"{cfg.loss.ignore_index} is a real class (nclass {cfg.nclass}); "
+                f"use a value >= {max(cfg.nclass)} or null",
+            )
+        )
+    if cfg.validation.metric is not None:
+        problems += _output_pair_problems("validation.OutputCh", cfg.validation.OutputCh, cfg)
+        problems += _leaveout_problems(cfg.validation.leaveout)
+    return problems
+
+
+def validate_predict(cfg: PredictConfig) -> list[Problem]:
+    """Cross-field problems of a prediction config."""
+    problems = _geometry_problems(cfg) + _output_pair_problems("OutputCh", cfg.OutputCh, cfg)
+    if not cfg.model_path.strip():
+        problems.append(Problem("model_path", "is required: the checkpoint to predict with"))
+    if not cfg.OutputDir.strip():
+        problems.append(Problem("OutputDir", "is required: where to write the results"))
+    if any(r <= 0 for r in cfg.ResizeRatio):
+        problems.append(Problem("ResizeRatio", f"factors must be > 0, got {cfg.ResizeRatio}"))
+    if len(cfg.InputCh) != cfg.nchannel:
+        problems.append(
+            Problem(
+                "InputCh", f"lists {len(cfg.InputCh)} channel(s) but nchannel is {cfg.nchannel}"
+            )
+        )
+    if cfg.mode.is_folder and not cfg.mode.InputDir:
+        problems.append(Problem("mode.InputDir", "is required in folder mode"))
+    if not cfg.mode.is_folder and not cfg.mode.InputFile:
+        problems.append(Problem("mode.InputFile", "is required in file mode"))
+    return problems + _device_problems(cfg.device)
+
+
+def _geometry_problems(cfg: NetworkFields) -> list[Problem]:
+    """size_in valid for the model, and size_out the one it gives."""
+    name = cfg.model.name
+    try:
+        expected = geometry.size_out(name, cfg.size_in, cfg.model.zoom_ratio)
+    except geometry.InvalidSizeError as err:
+        return [Problem("size_in", str(err))]
+    if list(cfg.size_out) == list(expected):
+        return []
+    zoom = f" (zoom_ratio {cfg.model.zoom_ratio})" if name == "unet_xy_zoom" else ""
+    return [
+        Problem(
+            "size_out",
+            f"{list(cfg.size_out)} does not match size_in {list(cfg.size_in)} for {name}{zoom}: "
+            f"it must be {list(expected)}",
+        )
+    ]
+
+
+def _output_pair_problems(key: str, pairs: list, cfg: NetworkFields) -> list[Problem]:
+    if len(pairs) % 2 or not pairs:
+        return [Problem(key, f"must list (output index, class channel) pairs, got {pairs}")]
+    problems = []
+    for out_idx, ch in zip(pairs[::2], pairs[1::2], strict=True):
+        if out_idx > 2:
+            problems.append(Problem(key, f"output index {out_idx} does not exist (0, 1 or 2)"))
+        elif ch >= cfg.nclass[out_idx]:
+            problems.append(
+                Problem(
+                    key,
+                    f"class channel {ch} of output {out_idx} does not exist "
+                    f"(nclass[{out_idx}] = {cfg.nclass[out_idx]})",
+                )
+            )
+    return problems
+
+
+def _leaveout_problems(leave: list) -> list[Problem]:
+    fraction = len(leave) == 1 and 0 < leave[0] < 1
+    if leave and (fraction or all(float(v).is_integer() for v in leave)):
+        return []
+    return [
+        Problem(
+            "validation.leaveout",
+            f"must be image indices (e.g. [0, 3]) or one fraction in (0, 1), got {leave}",
+        )
+    ]
+
+
+def _device_problems(text: str) -> list[Problem]:
+    head, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda", "mps") or (head == "cuda" and index.isdigit()):
+        return []
+    return [Problem("device", f"must be {DEVICE_FORMS}, got {text[:40]!r}")]
+
+
+def check_paths(cfg: TrainConfig) -> list[Problem]:
+    """Problems with the folders and files a training run will touch (call before training)."""
+    problems: list[Problem] = []
+    data = Path(cfg.loader.datafolder).expanduser()
+    if cfg.loader.datafolder and not data.is_dir():
+        problems.append(Problem("loader.datafolder", f"folder {str(data)!r} does not exist"))
+    if cfg.checkpoint_dir:
+        problem = unwritable_dir(Path(cfg.checkpoint_dir).expanduser())
+        if problem:
+            problems.append(Problem("checkpoint_dir", problem))
+    if cfg.resume and not Path(cfg.resume).expanduser().exists():
+        problems.append(Problem("resume", f"{cfg.resume!r} does not exist"))
+    return problems
+
+
+def unwritable_dir(folder: Path) -> str:
+    """Why ``folder`` cannot be created or written to, or '' if it can."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{str(probe)!r} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"folder {str(probe)!r} is not writable"
+    return ""

@@ -1,0 +1,40 @@
+"""Starting points: the seed's template per model, and the Sample preset for a laptop CPU."""
+
+from __future__ import annotations
+
+from ..models import geometry
+from .train import TrainConfig
+
+
+def template(model: str = "unet_xy", zoom_ratio: int = 3) -> TrainConfig:
+    """A starting config for a model, with the seed's 32 GB GPU patch sizes."""
+    cfg = TrainConfig()
+    cfg.model.name = model
+    cfg.model.zoom_ratio = zoom_ratio
+    if model == "unet_xy_zoom":
+        z, yx = 52, 140 * zoom_ratio
+        cfg.size_in = [z, yx, yx]
+        cfg.size_out = list(geometry.size_out(model, cfg.size_in, zoom_ratio))
+    cfg.checkpoint_dir = "./checkpoints"
+    cfg.loader.datafolder = "./train_data"
+    return cfg
+
+
+def demo_config(datafolder: str, checkpoint_dir: str) -> TrainConfig:
+    """The Sample preset: trains visibly on a laptop CPU within minutes, on the sample data.
+
+    Tiny patches (unet_xy [32, 100, 100] -> [4, 12, 12]) and a high learning rate, so the loss
+    falls within the first epochs. For real data use the quick preset or :func:`template`.
+    """
+    cfg = TrainConfig()
+    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    cfg.checkpoint_dir = checkpoint_dir
+    cfg.learning_rate = 1e-3
+    cfg.epochs = 50
+    cfg.save_every_n_epoch = 10
+    cfg.loader.datafolder = datafolder
+    cfg.loader.batch_size = 2
+    cfg.loader.PatchPerBuffer = 20
+    cfg.seed = 0
+    cfg.preview_every_n_iter = 5
+    return cfg

@@ -1,0 +1,315 @@
+"""The training config: the established trainer's keys (spelling included), plus a few of ours.
+
+Each field is declared once with its type, default, bounds, kind and help (the seed's words,
+lightly trimmed); the form, the tooltips, YAML, ``--set`` and the docs are generated from it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from ..models import geometry
+from .fields import NONNEG_INT, POS_INT, Kind, VType, choice, float_list, int_list, param, section
+from .fields import to_dict as _to_dict
+
+PIN, MACHINE, OK = Kind.PIN, Kind.MACHINE, Kind.OK
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OURS = " Added by napari-cellseg-trainer."
+
+
+@dataclass
+class ModelSection:
+    name: str = param(
+        "unet_xy",
+        choice(*geometry.MODEL_NAMES),
+        PIN,
+        "Which model to use. `unet_xy` is suitable for smaller-scale structures, several voxels "
+        "thick (e.g. tubulin, lamin B1). `unet_xy_zoom` is more suitable for larger-scale "
+        "structures, more than 100 voxels in diameter (e.g. nucleus).",
+        group="model",
+    )
+    zoom_ratio: int = param(
+        3,
+        VType("int", minimum=2, maximum=16),
+        PIN,
+        "Only for unet_xy_zoom: an integer (e.g. 2 or 3), estimated as the average diameter of "
+        "the target objects in voxels divided by 150.",
+        group="model",
+    )
+
+
+@dataclass
+class NetworkFields:
+    """The fields training and prediction configs share: the network and its patch sizes."""
+
+    model: ModelSection = section(ModelSection)
+    nchannel: int = param(
+        1,
+        POS_INT,
+        OK,
+        "Number of input channels. Related to the model architecture and fixed by default.",
+        group="model",
+    )
+    nclass: list = param(
+        [2, 2, 2],
+        int_list(3, minimum=2),
+        OK,
+        "Number of classes of the main output and of the two auxiliary outputs. Related to the "
+        "model architecture and fixed by default.",
+        group="model",
+    )
+    size_in: list = param(
+        [48, 148, 148],
+        int_list(3, minimum=1),
+        MACHINE,
+        "Input patch size [z, y, x]. In most situations the entire image does not fit into the "
+        "memory of a single GPU, so the model sees patches. Tied to batch_size and GPU memory: "
+        "unet_xy on a 32 GB GPU: [48, 148, 148] with batch_size 8; unet_xy_zoom on a 32 GB "
+        "GPU: [52, 420, 420] with batch_size 8. Must be a valid size for the model.",
+        group="patch size",
+    )
+    size_out: list = param(
+        [20, 60, 60],
+        int_list(3, minimum=1),
+        MACHINE,
+        "Output patch size [z, y, x]: fully determined by size_in and the model "
+        "(unet_xy: [48, 148, 148] -> [20, 60, 60]).",
+        group="patch size",
+        derived=True,
+    )
+
+
+@dataclass
+class LossSection:
+    name: str = param(
+        "Aux",
+        choice("Aux"),
+        OK,
+        "Aux: weighted sum of the losses of the main output and the two auxiliary outputs.",
+        group="training",
+        label="loss",
+    )
+    loss_weight: list = param(
+        [1.0, 1.0, 1.0],
+        float_list(3, minimum=0),
+        OK,
+        "Weights of the main and the two auxiliary losses.",
+        group="training",
+    )
+    ignore_index: int | None = param(
+        None,
+        VType("int", minimum=0, optional=True),
+        OK,
+        "A label value whose voxels contribute nothing to the loss; null for none.",
+        group="training",
+    )
+
+
+@dataclass
+class LoaderSection:
+    name: str = param(
+        "default",
+        choice("default"),
+        OK,
+        "Data loader; fixed by default.",
+        group="data",
+        label="loader",
+    )
+    datafolder: str = param(
+        "",
+        VType("str"),
+        PIN,
+        "The directory of training data: for each image NAME, NAME.ome.tif (raw), "
+        "NAME_GT.ome.tif (ground truth) and NAME_CM.ome.tif (cost map).",
+        group="data",
+        label="data folder",
+        path="dir",
+    )
+    batch_size: int = param(
+        8,
+        VType("int", minimum=1, maximum=4096),
+        MACHINE,
+        "Patches per training step. Related to GPU memory and patch size (see size_in): "
+        "8 with [48, 148, 148] on a 32 GB GPU.",
+        group="patch size",
+    )
+    PatchPerBuffer: int = param(
+        200,
+        POS_INT,
+        PIN,
+        "The number of sample patches randomly drawn in each buffer, which can be set as "
+        "(number of patches to draw from each image) x (number of training images).",
+        group="data",
+        label="patches per buffer",
+    )
+    epoch_shuffle: int = param(
+        5,
+        POS_INT,
+        OK,
+        "Epochs between redrawing the patch buffer; fixed by default.",
+        group="data",
+        label="epoch shuffle",
+    )
+    NumWorkers: int = param(
+        1,
+        VType("int", minimum=0, maximum=256),
+        OK,
+        "Data-loading workers (threads that prepare the next patch buffer); fixed by default.",
+        group="data",
+        label="workers",
+    )
+
+
+@dataclass
+class ValidationSection:
+    metric: str | None = param(
+        None,
+        choice("default", optional=True),
+        OK,
+        "Validation after every few epochs to make sure things are not going wrong. Training "
+        "data are usually very limited, so by default validation is off (null); for advanced "
+        "users. `default` = IoU within the cost map.",
+        group="validation",
+    )
+    leaveout: list = param(
+        [0],
+        VType("list", item=VType("number", minimum=0)),
+        OK,
+        "Indices of the training images held out for validation; a single value in (0, 1) is "
+        "the fraction of images held out.",
+        group="validation",
+    )
+    OutputCh: list = param(
+        [0, 1, 1, 1, 2, 1],
+        int_list(None, minimum=0),
+        OK,
+        "Pairs (output index, class channel) to validate, e.g. [0, 1, 1, 1, 2, 1].",
+        group="validation",
+        label="output channels",
+    )
+    validate_every_n_epoch: int = param(
+        25,
+        POS_INT,
+        OK,
+        "Validate every this many epochs.",
+        group="validation",
+        label="validate every n epochs",
+    )
+
+
+@dataclass
+class TrainConfig(NetworkFields):
+    """The training config (the established trainer's keys, plus a few of ours)."""
+
+    checkpoint_dir: str = param(
+        "",
+        VType("str"),
+        PIN,
+        "The directory where the trained model (checkpoints) is saved.",
+        group="training",
+        path="dir",
+    )
+    resume: str | None = param(
+        None,
+        VType("path", optional=True),
+        PIN,
+        "To start this training from a previously saved model, the path of that checkpoint "
+        "(or of a folder: its newest checkpoint). Empty (null) starts from scratch.",
+        group="training",
+        path="file",
+    )
+    learning_rate: float = param(
+        1e-5,
+        VType("float", minimum=0),
+        OK,
+        "Learning rate of the Adam optimiser.",
+        group="training",
+    )
+    weight_decay: float = param(
+        0.005,
+        VType("float", minimum=0),
+        OK,
+        "Weight decay of the Adam optimiser.",
+        group="training",
+    )
+    loss: LossSection = section(LossSection)
+    epochs: int = param(
+        400,
+        VType("int", minimum=1, maximum=10**7),
+        PIN,
+        "How many epochs to train (one epoch = one pass over the patch buffer). We suggest "
+        "values between 300 and 600.",
+        group="training",
+    )
+    save_every_n_epoch: int = param(
+        40,
+        POS_INT,
+        PIN,
+        "A model checkpoint is saved every save_every_n_epoch epochs.",
+        group="training",
+    )
+    loader: LoaderSection = section(LoaderSection)
+    validation: ValidationSection = section(ValidationSection)
+    device: str = param(
+        "auto",
+        VType("str"),
+        MACHINE,
+        "Where to train: auto (CUDA GPU, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."
+        + OURS,
+        group="runtime",
+    )
+    seed: int | None = param(
+        None,
+        VType("int", minimum=0, optional=True),
+        OK,
+        "Random seed for patch drawing and augmentation; null draws a fresh seed each run." + OURS,
+        group="runtime",
+    )
+    preview_every_n_iter: int = param(
+        20,
+        NONNEG_INT,
+        OK,
+        "Send a predicted patch to the viewer every this many iterations (0 = never)." + OURS,
+        group="runtime",
+    )
+    num_threads: int | None = param(
+        None,
+        VType("int", minimum=1, maximum=4096, optional=True),
+        MACHINE,
+        "CPU threads torch may use (null = torch's default; in the napari panel on a machine "
+        "with 4 or more cores, all cores but one, which stays free for napari)." + OURS,
+        group="runtime",
+    )
+    precision: str = param(
+        "auto",
+        choice(*PRECISIONS),
+        MACHINE,
+        "Arithmetic of the training step. auto: bfloat16 mixed precision on CUDA GPUs that "
+        "support it (Ampere and newer; several times faster, half the activation memory), "
+        "float32 elsewhere. bf16 / fp16: mixed precision (fp16 with loss scaling); fp32: full "
+        "precision. Weights and checkpoints stay float32." + OURS,
+        group="runtime",
+    )
+    channels_last: bool = param(
+        False,
+        VType("bool"),
+        MACHINE,
+        "Keep activations in the channels-last 3-D memory layout (faster convolutions on "
+        "recent NVIDIA GPUs with mixed precision; harmless elsewhere)." + OURS,
+        group="runtime",
+    )
+    compile: bool = param(
+        False,
+        VType("bool"),
+        MACHINE,
+        "Compile the network with torch.compile (CUDA only: faster steps after a first step "
+        "that takes a minute or more)." + OURS,
+        group="runtime",
+    )
+
+    def copy(self) -> TrainConfig:
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)

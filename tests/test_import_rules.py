@@ -1,0 +1,171 @@
+"""The import rules: the core never imports Qt, napari or magicgui, and no import runs up the floors.
+
+The floors (docs/design.md; ../shared/DESIGN.md with checkpoint.py and export/ placed):
+1. errors, files, config, models, data, normalization, devices, evaluation: the schema, the
+   networks and their size rules, training data, intensity recipes, scores;
+2. checkpoint, distributed, inference, _sample_data: checkpoints rebuild a network from the
+   schema, prediction loads them;
+3. training, export: the loop, the Aux loss, validation, bioimage.io packages;
+4. cli, _qt, __main__: the two faces.
+A module may import from its own floor and the floors below, never above.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import napari_cellseg_trainer
+
+PACKAGE = Path(napari_cellseg_trainer.__file__).parent
+NAME = "napari_cellseg_trainer"
+GUI_ROOTS = {
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "napari",
+    "magicgui",
+    "superqt",
+    "vispy",
+}
+GUI_PLACES = ("_qt", "_sample_data.py")
+
+
+FLOORS = {
+    **dict.fromkeys(
+        (
+            "__init__",
+            "_lazy",
+            "errors",
+            "files",
+            "config",
+            "models",
+            "data",
+            "normalization",
+            "devices",
+            "evaluation",
+        ),
+        1,
+    ),
+    **dict.fromkeys(("checkpoint", "distributed", "inference", "_sample_data"), 2),
+    **dict.fromkeys(("training", "export"), 3),
+    **dict.fromkeys(("cli", "_qt", "__main__"), 4),
+}
+
+
+def _floor(parts: tuple[str, ...]) -> int:
+    """The floor of a module given by its path parts below the package (``("data", "buffer")``)."""
+    return FLOORS[parts[0].removesuffix(".py")]
+
+
+def _package_imports(source: str, here: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """The package's modules a module's ``source`` imports, as path parts below the package.
+
+    ``here`` is the module's folder below the package (``("data",)`` for data/buffer.py).
+    """
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[: len(here) - (node.level - 1)]
+            target = (*base, *(node.module.split(".") if node.module else ()))
+            found |= {(alias.name,) for alias in node.names} if not target else {target}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(NAME + "."):
+            found.add(tuple(node.module.split(".")[1:]))
+        elif isinstance(node, ast.Import):
+            found |= {
+                tuple(a.name.split(".")[1:]) for a in node.names if a.name.startswith(NAME + ".")
+            }
+    return found
+
+
+def upward_imports(source: str, parts: tuple[str, ...]) -> list[str]:
+    """The imports of a module (path ``parts`` below the package) that run up the floors."""
+    own = _floor(parts)
+    imported = _package_imports(source, parts[:-1])
+    return sorted(".".join(t) for t in imported if t and _floor(t) > own)
+
+
+def test_no_import_runs_up_the_floors():
+    modules = list(PACKAGE.rglob("*.py"))
+    assert {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules} <= set(FLOORS)
+    upward = {}
+    for path in modules:
+        parts = path.relative_to(PACKAGE).parts
+        found = upward_imports(path.read_text(encoding="utf-8"), parts)
+        if found:
+            upward["/".join(parts)] = found
+    assert upward == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "parts", "expected"),
+    [
+        ("from ..training import loop\n", ("data", "buffer.py"), ["training"]),
+        ("from ..training.loss import AuxLoss\n", ("models", "memory.py"), ["training.loss"]),
+        ("import napari_cellseg_trainer.cli\n", ("checkpoint.py",), ["cli"]),
+        ("from . import training\n", ("config.py",), ["training"]),
+        ("from ..models import geometry\n", ("training", "loop.py"), []),
+        ("from .folder import DataError\n", ("data", "buffer.py"), []),
+    ],
+)
+def test_the_floor_check_catches_an_upward_import(source, parts, expected):
+    assert upward_imports(source, parts) == expected
+
+
+def _core_modules() -> list[Path]:
+    return [
+        p
+        for p in PACKAGE.rglob("*.py")
+        if not any(part in GUI_PLACES for part in p.relative_to(PACKAGE).parts)
+    ]
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_core_sources_import_no_gui_package():
+    modules = _core_modules()
+    assert len(modules) > 15
+    offenders = {
+        str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & GUI_ROOTS) for p in modules
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _loaded_after_import(modules: list[str], watched: set[str]) -> list[str]:
+    """Which of ``watched`` (or their submodules) a fresh interpreter holds after importing."""
+    code = (
+        f"import sys, {', '.join(modules)}\n"
+        f"print(sorted(m for m in sys.modules if any(m == w or m.startswith(w + '.') "
+        f"for w in {sorted(watched)!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout)
+
+
+def test_importing_the_core_loads_no_gui_package():
+    core = ["napari_cellseg_trainer.cli", "napari_cellseg_trainer.training"]
+    assert _loaded_after_import([*core, "napari_cellseg_trainer.inference"], GUI_ROOTS) == []
+
+
+def test_opening_the_panels_waits_for_no_heavy_import():
+    """torch, matplotlib and scipy.ndimage cost the panels seconds to open: they load later
+    (torch in the worker, matplotlib in the loss plot's drawing thread, scipy when used)."""
+    panels = [
+        "napari_cellseg_trainer._qt.train_widget",
+        "napari_cellseg_trainer._qt.predict_widget",
+    ]
+    assert _loaded_after_import(panels, {"torch", "matplotlib", "scipy.ndimage"}) == []
