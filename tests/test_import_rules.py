@@ -74,7 +74,10 @@ def _package_imports(source: str, here: tuple[str, ...]) -> set[tuple[str, ...]]
         if isinstance(node, ast.ImportFrom) and node.level:
             base = here[: len(here) - (node.level - 1)]
             target = (*base, *(node.module.split(".") if node.module else ()))
-            found |= {(alias.name,) for alias in node.names} if not target else {target}
+            if target:
+                found.add(target)
+            else:  # "from .. import x": a module of the package, or a name of its __init__
+                found |= {(a.name,) if a.name in FLOORS else ("__init__",) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(NAME + "."):
             found.add(tuple(node.module.split(".")[1:]))
         elif isinstance(node, ast.Import):
@@ -110,6 +113,7 @@ def test_no_import_runs_up_the_floors():
         ("from ..training.loss import AuxLoss\n", ("models", "memory.py"), ["training.loss"]),
         ("import napari_cellseg_trainer.cli\n", ("checkpoint.py",), ["cli"]),
         ("from . import training\n", ("config.py",), ["training"]),
+        ("from .. import __version__\n", ("export", "bioimageio.py"), []),
         ("from ..models import geometry\n", ("training", "loop.py"), []),
         ("from .folder import DataError\n", ("data", "buffer.py"), []),
     ],
