@@ -8,6 +8,22 @@ subclass, so catching ``UserInputError`` imports none of them (nor torch).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class UserInputError(Exception):
     """Bad input from the user: a config, a path, an image, a device this machine lacks."""
+
+
+class ProblemsError(UserInputError):
+    """Bad input with several problems, all found in one pass and reported together, one a line."""
+
+    what = "problem(s)"  # e.g. "problem(s) in the config"
+
+    def __init__(self, problems: Sequence[object], source: str = "") -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = [f"{head}{len(self.problems)} {self.what}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..errors import UserInputError
+from ..errors import ProblemsError
 
 
 class Kind(str, Enum):
@@ -51,16 +51,10 @@ class Problem:
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
-class ConfigError(UserInputError, ValueError):
+class ConfigError(ProblemsError, ValueError):
     """A config that cannot be used; carries every problem found, not just the first."""
 
-    def __init__(self, problems: Sequence[Problem], source: str = "") -> None:
-        self.problems = list(problems)
-        self.source = source
-        head = f"{source}: " if source else ""
-        lines = [f"{head}{len(self.problems)} problem(s) in the config:"]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+    what = "problem(s) in the config"
 
 
 # --------------------------------------------------------------------------- value types

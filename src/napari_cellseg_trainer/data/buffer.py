@@ -167,10 +167,7 @@ def draw_buffer(
     workers : images augmented in parallel threads; 0 or 1 means in this thread.
     cancel : when set, stops before the next image with ``CancelledError``.
     """
-    if not images:
-        raise DataError(["no training images to draw patches from"])
-    margin = margin_of(size_in, size_out)
-    _check_sizes(images, size_out)
+    margin = _checked_margin(images, size_in, size_out)
     counts = patch_counts(n_patches, len(images))
     seeds = rng.integers(_SEED_LIMIT, size=len(images))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -196,6 +193,17 @@ def draw_buffer(
             for future in futures:
                 future.result()  # re-raises a worker's exception here
     return out
+
+
+def _checked_margin(
+    images: Sequence[TrainingImage], size_in: Sequence[int], size_out: Sequence[int]
+) -> tuple[int, int, int]:
+    """The margin around the output patch, once the images are known to fit the patches."""
+    if not images:
+        raise DataError(["no training images to draw patches from"])
+    margin = margin_of(size_in, size_out)
+    _check_sizes(images, size_out)
+    return margin
 
 
 def _check_sizes(images: Sequence[TrainingImage], size_out: Sequence[int]) -> None:
@@ -286,12 +294,9 @@ class PatchBuffer:
         workers: int = 1,
         prefetch: bool = False,
     ) -> None:
-        if not images:
-            raise DataError(["no training images to draw patches from"])
         if n_patches < 1:
             raise ValueError(f"PatchPerBuffer must be >= 1, got {n_patches}")
-        margin_of(size_in, size_out)  # fail now, not in a background thread
-        _check_sizes(images, size_out)
+        _checked_margin(images, size_in, size_out)  # fail now, not in a background thread
         self.images = list(images)
         self.n_patches = n_patches
         self.size_in, self.size_out = tuple(size_in), tuple(size_out)

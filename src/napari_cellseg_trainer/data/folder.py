@@ -18,7 +18,7 @@ from uuid import UUID
 import numpy as np
 import tifffile
 
-from ..errors import UserInputError
+from ..errors import ProblemsError
 
 GT_SUFFIX = "_GT.ome.tif"
 CM_SUFFIX = "_CM.ome.tif"
@@ -50,16 +50,10 @@ class TrainingImage:
         return tuple(self.label.shape)  # type: ignore[return-value]
 
 
-class DataError(UserInputError, ValueError):
+class DataError(ProblemsError, ValueError):
     """Training data that cannot be used; carries every problem found, one line each."""
 
-    def __init__(self, problems: Sequence[str], source: str = "") -> None:
-        self.problems = list(problems)
-        self.source = source
-        head = f"{source}: " if source else ""
-        lines = [f"{head}{len(self.problems)} problem(s) in the training data:"]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+    what = "problem(s) in the training data"
 
 
 # --------------------------------------------------------------------------- public API

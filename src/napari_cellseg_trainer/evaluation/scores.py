@@ -29,13 +29,10 @@ __all__ = [
     "ERROR_FALSE_NEGATIVE",
     "ERROR_FALSE_POSITIVE",
     "Evaluation",
-    "EvaluationError",
-    "InstanceScores",
     "as_binary",
     "error_map",
     "evaluate",
     "kind_of",
-    "match_instances",
     "semantic_scores",
 ]
 

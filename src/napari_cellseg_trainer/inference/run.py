@@ -94,20 +94,7 @@ def segment(
     predicted, the planes around them serving as z context. It needs ``ResizeRatio`` 1 in z (a
     resized z axis has no plane-for-plane correspondence).
     """
-    normalised = normalize(image, cfg.Normalization)
-    return segment_normalised(model, normalised, cfg, device, progress, should_cancel, planes)
-
-
-def segment_normalised(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    cfg: PredictConfig,
-    device: torch.device,
-    progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-    planes: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """:func:`segment` for an image already normalised by ``cfg.Normalization``."""
+    image = normalize(image, cfg.Normalization)
     ratio = tuple(cfg.ResizeRatio)
     resized = any(r != 1 for r in ratio)
     if planes is not None and ratio[0] != 1:

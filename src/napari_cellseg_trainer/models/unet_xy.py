@@ -48,6 +48,23 @@ class _UNetXYBase(nn.Module):
         u0 = self.dc1(torch.cat([self.up1(u1), center_crop(down1, 10, 40)], 1))
         return u0, u1, u2
 
+    def add_aux_heads(self) -> None:
+        """conv1a, conv2a, predict1a, predict2a: registered after up1a and up2a, in this order
+        (the order of the parameters, which an optimiser's saved state refers to)."""
+        _, n1, n2 = self.nclass
+        self.conv1a = nn.Conv3d(n1, n1, 3)
+        self.conv2a = nn.Conv3d(n2, n2, 3)
+        self.predict1a = nn.Conv3d(n1, n1, 1)
+        self.predict2a = nn.Conv3d(n2, n2, 1)
+
+    def aux_outputs(
+        self, u1: torch.Tensor, u2: torch.Tensor, crop1: tuple[int, int], crop2: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two auxiliary outputs (logits) from the decoder at 1/2 and 1/4 resolution."""
+        p1 = center_crop(self.predict1a(self.conv1a(self.up1a(u1))), *crop1)
+        p2 = center_crop(self.predict2a(self.conv2a(self.up2a(u2))), *crop2)
+        return p1, p2
+
     def size_out(self, size_in: Sequence[int]) -> tuple[int, int, int]:
         return geometry.size_out(self.model_name, size_in, getattr(self, "zoom_ratio", 3))
 
@@ -61,19 +78,14 @@ class UNetXY(_UNetXYBase):
         self.dc0 = nn.Conv3d(64, n0, 1)
         self.up1a = nn.ConvTranspose3d(128, n1, kernel_size=(1, 4, 4), stride=(1, 2, 2))
         self.up2a = nn.ConvTranspose3d(256, n2, kernel_size=(1, 8, 8), stride=(1, 4, 4))
-        self.conv1a = nn.Conv3d(n1, n1, 3)
-        self.conv2a = nn.Conv3d(n2, n2, 3)
-        self.predict1a = nn.Conv3d(n1, n1, 1)
-        self.predict2a = nn.Conv3d(n2, n2, 1)
+        self.add_aux_heads()
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Log-probabilities of the main and the two auxiliary outputs, each (N, n_i, *size_out)."""
         u0, u1, u2 = self.trunk(x)
-        p0 = self.dc0(u0)
-        p1 = center_crop(self.predict1a(self.conv1a(self.up1a(u1))), 1, 2)
-        p2 = center_crop(self.predict2a(self.conv2a(self.up2a(u2))), 3, 7)
-        return [F.log_softmax(p, dim=1) for p in (p0, p1, p2)]
+        p1, p2 = self.aux_outputs(u1, u2, (1, 2), (3, 7))
+        return [F.log_softmax(p, dim=1) for p in (self.dc0(u0), p1, p2)]
 
 
 class UNetXYZoom(_UNetXYBase):
@@ -100,10 +112,7 @@ class UNetXYZoom(_UNetXYBase):
         self.up2a = nn.ConvTranspose3d(
             256, n2, kernel_size=(1, 4 * k, 4 * k), stride=(1, 4 * k, 4 * k)
         )
-        self.conv1a = nn.Conv3d(n1, n1, 3)
-        self.conv2a = nn.Conv3d(n2, n2, 3)
-        self.predict1a = nn.Conv3d(n1, n1, 1)
-        self.predict2a = nn.Conv3d(n2, n2, 1)
+        self.add_aux_heads()
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -111,6 +120,5 @@ class UNetXYZoom(_UNetXYBase):
         k = self.zoom_ratio
         u0, u1, u2 = self.trunk(self.pool0(x))
         p0 = self.predict0(self.dc0(self.up0(u0)))
-        p1 = center_crop(self.predict1a(self.conv1a(self.up1a(u1))), 3, 2 * k + 1)
-        p2 = center_crop(self.predict2a(self.conv2a(self.up2a(u2))), 5, 6 * k + 1)
+        p1, p2 = self.aux_outputs(u1, u2, (3, 2 * k + 1), (5, 6 * k + 1))
         return [F.log_softmax(p, dim=1) for p in (p0, p1, p2)]
