@@ -1,15 +1,22 @@
-"""Whole-volume prediction throughput and memory: a 1 x 65 x 624 x 924 float32 volume, unet_xy.
+"""Prediction speed: the training tile against the automatic one, on the same model and volume.
 
-Prints seconds, voxels per second, peak resident memory, the peak of the prediction's own
-arrays (numpy allocations traced by tracemalloc: padded input, output, blend weights, tiles;
-not the network's activations) and how both compare with 3 x (input + output) in float32,
-and the share of the time spent in the model itself: the model is wrapped in a timer, so
-"bare model time for the same tiles" is measured in the same run as the whole prediction.
+A checkpoint trained with the CPU preset's patch (``[32, 100, 100] -> [4, 12, 12]``) predicts a
+volume either with that tile (what a user got before ``size_in: auto``) or with the automatic
+tile (:func:`napari_cellseg_trainer.inference.tile_choice.choose_tile`). Both run here, in one
+process, through the same code (``inference.run.segment``); the model is wrapped in a timer, so
+model/total is measured in the same run. The training tile needs thousands of passes: it runs for
+``--seconds`` and its total is extrapolated from its rate (every tile is the same work), unless
+``--full``. The preview of the 5 planes around the middle (what the panel's Preview computes) is
+timed too.
 
-    python bench/bench_predict.py [--size-in 48 308 308] [--tiling blend] [--batch 1] [--device cpu]
+    python bench/bench_predict.py [--checkpoint CK] [--shape 100 100 100] [--size-in 32 100 100]
+                                  [--seconds 120] [--full] [--device cpu] [--stand-in]
 
-``--stand-in`` replaces the U-Net by a network with the same geometry that costs nothing
-(a crop): it measures the tiling machinery alone (its time and memory) in seconds.
+Without ``--checkpoint`` a fresh unet_xy is used (its weights do not change the time). The volume
+is the real nuclei crop in ../shared/data when it is there and ``--shape`` is 100^3, else random.
+``--stand-in`` replaces the U-Net by a no-cost crop with its geometry (the tiling machinery
+alone). The prediction's own arrays (numpy allocations, traced) are compared with
+3 x (input + output).
 """
 
 from __future__ import annotations
@@ -19,15 +26,26 @@ import resource
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_cellseg_trainer import checkpoint as ckpt
+from napari_cellseg_trainer.config import PredictConfig
 from napari_cellseg_trainer.devices import describe_device, select_device
-from napari_cellseg_trainer.inference import predict_volume
+from napari_cellseg_trainer.inference.predict import PredictionCancelled
+from napari_cellseg_trainer.inference.run import Callbacks, plane_window, segment
+from napari_cellseg_trainer.inference.tiling import TilePlan
 from napari_cellseg_trainer.models import build_model, geometry
 
-SHAPE = (1, 65, 624, 924)
+REAL = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "nuclei_1137"
+    / "1137_mini_raw.ome.tif"
+)
 
 
 class TimedModel(torch.nn.Module):
@@ -60,6 +78,13 @@ class TimedModel(torch.nn.Module):
         self.wall += time.perf_counter() - start
         return out
 
+    def __getattr__(self, name: str):
+        # the wrapped network's geometry (model_name, yx_grid, zoom_ratio, nchannel)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
     @property
     def seconds(self) -> float:
         if self.device.type == "cuda":
@@ -87,75 +112,121 @@ def peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
+def volume(shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    if shape == (100, 100, 100) and REAL.exists():
+        import tifffile
+
+        return tifffile.imread(REAL).astype(np.float32)[None], f"real nuclei crop ({REAL.name})"
+    return np.random.default_rng(0).random((1, *shape), dtype=np.float32), "random"
+
+
+def config(size_in) -> PredictConfig:
+    cfg = PredictConfig(model_path="-", OutputDir="-", Normalization=0, Threshold=-1.0)
+    cfg.mode.InputFile = "-"
+    if size_in == "auto":
+        cfg.size_in = cfg.size_out = "auto"
+    else:
+        cfg.size_in, cfg.size_out = list(size_in), list(geometry.size_out("unet_xy", size_in))
+    return cfg
+
+
+def run(model, image, cfg, device, seconds=None, planes=None) -> dict:
+    """Segment with ``cfg``; stop after ``seconds`` (the rate then gives the total)."""
+    notes: list[str] = []
+    seen = [0.0, 1]
+    started = time.perf_counter()
+    model.wall, model.events, model.calls = 0.0, [], 0
+
+    def progress(done: float, total: int) -> None:
+        seen[:] = [done, total]
+        print(f"\r  {done:8.2f}/{total} tiles", end="", file=sys.stderr, flush=True)
+
+    def cancel() -> bool:
+        return seconds is not None and time.perf_counter() - started > seconds
+
+    tracemalloc.start()
+    try:
+        segment(model, image, cfg, device, Callbacks(progress, cancel, notes.append), planes)
+        finished = True
+    except PredictionCancelled:
+        finished = False
+    arrays = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    wall = time.perf_counter() - started
+    print(file=sys.stderr)
+    done, total = seen
+    estimate = wall if finished else wall / max(done, 1e-9) * total
+    return dict(
+        finished=finished,
+        wall=wall,
+        estimate=estimate,
+        model=model.seconds,
+        tiles=total,
+        done=done,
+        note=notes[0] if notes else "",
+        arrays=arrays,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-in", type=int, nargs=3, default=[48, 308, 308])
-    parser.add_argument("--tiling", choices=["blend", "established"], default="blend")
-    parser.add_argument("--overlap", type=float, default=0.25)
-    parser.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--shape", type=int, nargs=3, default=[100, 100, 100])
+    parser.add_argument("--size-in", type=int, nargs=3, default=[32, 100, 100])
+    parser.add_argument("--seconds", type=float, default=120.0, help="for the training tile")
+    parser.add_argument("--full", action="store_true", help="run the training tile to the end")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--stand-in", action="store_true", help="a no-cost network (see above)")
     args = parser.parse_args()
 
     device = select_device(args.device)
-    size_out = geometry.size_out("unet_xy", args.size_in)
-    rng = np.random.default_rng(0)
-    image = rng.random(SHAPE, dtype=np.float32)
-    baseline = peak_rss_mb()
-    net = StandIn(args.size_in, size_out) if args.stand_in else build_model("unet_xy")
+    image, what = volume(tuple(args.shape))
+    if args.stand_in:
+        net = StandIn(args.size_in, geometry.size_out("unet_xy", args.size_in))
+    elif args.checkpoint:
+        net, _ = ckpt.model_from_checkpoint(args.checkpoint)
+    else:
+        net = build_model("unet_xy").eval()
     model = TimedModel(net.to(device), device)
-    tiles_done = [0, 0]
-
-    def progress(done: int, total: int) -> None:
-        tiles_done[:] = [done, total]
-        print(f"\r  tiles {done}/{total}", end="", file=sys.stderr, flush=True)
-
-    tracemalloc.start()
-    start = time.perf_counter()
-    prob = predict_volume(
-        model,
-        image,
-        args.size_in,
-        list(size_out),
-        tiling=args.tiling,
-        overlap=args.overlap,
-        batch_size=args.batch,
-        device=device,
-        progress=progress,
-    )
-    total = time.perf_counter() - start
-    what = "stand-in for unet_xy" if args.stand_in else "unet_xy"
-    arrays_peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    print(file=sys.stderr)
-    voxels = int(np.prod(SHAPE[1:]))
-    io_mb = (image.nbytes + prob.nbytes) / 2**20
-    peak = peak_rss_mb()
     print(
         f"torch {torch.__version__} on {describe_device(device)}, {torch.get_num_threads()} threads"
     )
-    print(
-        f"volume {SHAPE} float32, {what} size_in {args.size_in} -> size_out {list(size_out)}, "
-        f"tiling {args.tiling} (overlap {args.overlap}), {tiles_done[1]} tiles, batch {args.batch}"
-    )
-    print(f"total {total:.1f} s   {voxels / total:,.0f} voxels/s")
-    print(
-        f"model time {model.seconds:.1f} s in {model.calls} forward passes;"
-        f" model/total = {model.seconds / total:.3f}"
-    )
-    print(
-        f"peak RSS {peak:.0f} MB (before the model: {baseline:.0f} MB);"
-        f" input+output {io_mb:.0f} MB, 3x = {3 * io_mb:.0f} MB;"
-        f" peak/(input+output) = {peak / io_mb:.2f}"
-    )
-    # The input was allocated before tracing began: the prediction's memory is it plus the
-    # traced peak (output, padded input, blend weights, tiles).
-    held = image.nbytes / 2**20 + arrays_peak
-    print(
-        f"prediction arrays: input {image.nbytes / 2**20:.0f} MB + traced peak {arrays_peak:.0f} MB"
-        f" (numpy allocations during the call) = {held:.0f} MB;"
-        f" (input + arrays)/(input+output) = {held / io_mb:.2f}"
-    )
+    print(f"volume {image.shape[1:]} ({what}), blend tiling, overlap 0.25")
+    io_mb = (image.nbytes * 2) / 2**20
+
+    # imports and caches (scipy, the layer shapes) happen once, outside the traced runs
+    run(model, np.zeros((1, 2, 8, 8), np.float32), config("auto"), device)
+    training = config(args.size_in)
+    plan = TilePlan.make(image.shape[1:], training.size_in, training.size_out, grid=8)
+    trained = run(model, image, training, device, None if args.full else args.seconds)
+    auto = run(model, image, config("auto"), device)
+    depth = image.shape[1]
+    window = plane_window(depth, depth // 2, config("auto"))
+    preview = run(model, image, config("auto"), device, planes=window)
+    for name, r, extra in (
+        (f"training tile {args.size_in}", trained, f"{len(plan.corners)} tiles"),
+        ("automatic tile", auto, r_note(auto)),
+        (f"preview of planes {window[0]}-{window[1] - 1} (auto)", preview, r_note(preview)),
+    ):
+        if r["finished"]:
+            time_text = f"{r['wall']:.1f} s"
+        else:
+            time_text = (
+                f"{r['estimate']:.0f} s extrapolated ({r['done']:.1f} of {r['tiles']} tiles in "
+                f"{r['wall']:.0f} s)"
+            )
+        model_share = r["model"] / r["wall"]
+        print(f"{name}: {time_text}; model/total {model_share:.3f}; {extra}")
+        print(
+            f"    prediction arrays (traced numpy peak) {r['arrays'] / 2**20:.0f} MB; "
+            f"3 x (input + output) = {3 * io_mb:.0f} MB"
+        )
+    print(f"speed-up of the automatic tile: {trained['estimate'] / auto['wall']:.0f}x")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+def r_note(r: dict) -> str:
+    return r["note"] or "?"
 
 
 if __name__ == "__main__":

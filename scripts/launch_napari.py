@@ -11,10 +11,10 @@ import napari
 def main() -> None:
     viewer = napari.Viewer(title="napari-cellseg-trainer")
     viewer.open_sample("napari-cellseg-trainer", "filaments")
-    _, panel = viewer.window.add_plugin_dock_widget(
-        "napari-cellseg-trainer", "Train segmentation model"
+    _, dock = viewer.window.add_plugin_dock_widget(
+        "napari-cellseg-trainer", "Segmentation (Train · Predict)"
     )
-    panel.use_sample_preset()
+    dock.train.use_sample_preset()
     napari.run()
 
 

@@ -80,7 +80,9 @@ def test_check_reports_missing_data_folder(tmp_path, capsys):
     assert "loader.datafolder: folder" in capsys.readouterr().err
 
 
-def test_train_writes_checkpoints_metrics_and_curve(tiny_config, tmp_path, capsys):
+def test_train_writes_checkpoints_metrics_and_curve(
+    tiny_config, tmp_path, capsys, stand_in_network
+):
     path = config.save_config(tiny_config, tmp_path / "train.yaml")
     assert (
         main(

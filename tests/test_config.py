@@ -63,6 +63,16 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
     # Our additions are top-level keys of their own, nothing else changed.
     added = set(_flatten(saved)) - set(_flatten(original))
     assert added == {
+        "minutes",
+        "lr_schedule",
+        "foreground_share",
+        "intensity_augmentation",
+        "normalization",
+        "holdout",
+        "early_stop",
+        "run_subfolder",
+        "finetune_from",
+        "voxel_size",
         "device",
         "seed",
         "preview_every_n_iter",
@@ -71,6 +81,15 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
         "channels_last",
         "compile",
     }
+    # ... and their defaults are the established behaviour (nothing new switched on)
+    defaults = config.TrainConfig()
+    assert (defaults.minutes, defaults.lr_schedule, defaults.foreground_share) == (
+        None,
+        "constant",
+        0,
+    )
+    assert not defaults.intensity_augmentation and defaults.normalization is None
+    assert (defaults.holdout, defaults.early_stop, defaults.run_subfolder) == (0, None, False)
 
 
 def test_save_load_round_trip_is_identity(tmp_path):
@@ -189,7 +208,7 @@ def test_overrides_set_nested_values_and_recompute_size_out(tmp_path):
 
 def test_every_field_has_kind_help_and_a_valid_default():
     specs = config.fields(TrainConfig)
-    assert len(specs) == len({s.key for s in specs}) == 32
+    assert len(specs) == len({s.key for s in specs}) == 42
     for spec in specs:
         assert isinstance(spec.kind, Kind)
         assert len(spec.help) > 20, spec.key

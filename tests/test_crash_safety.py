@@ -19,7 +19,8 @@ from napari_cellseg_trainer import config
 def test_sigkill_at_random_moments_leaves_only_complete_checkpoints(tiny_config, tmp_path):
     cfg = tiny_config
     cfg.epochs, cfg.save_every_n_epoch, cfg.preview_every_n_iter = 1000, 1, 0
-    cfg.loader.PatchPerBuffer = 2  # one step per epoch: a save every step, kills often land in one
+    cfg.loader.PatchPerBuffer = 1  # one step per epoch: a save every step, kills often land in one
+    cfg.size_in, cfg.size_out = [29, 92, 92], [1, 4, 4]  # the smallest patch: quick steps
     path = config.save_config(cfg, tmp_path / "train.yaml")
     out_dir = tmp_path / "checkpoints"
     rng = np.random.default_rng(1)

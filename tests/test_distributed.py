@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_IN, TINY_OUT
 from napari_cellseg_trainer import checkpoint as ckpt
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.distributed import World, weights_digest, world_from_env
@@ -64,7 +63,7 @@ def two_rank_run(sample_folder, tmp_path_factory):
     """Six epochs on 2 ranks (gloo), 1 patch per rank per epoch, the same patches throughout."""
     tmp = tmp_path_factory.mktemp("ddp")
     cfg = config.template("unet_xy")
-    cfg.size_in, cfg.size_out = list(TINY_IN), list(TINY_OUT)
+    cfg.size_in, cfg.size_out = [29, 92, 92], [1, 4, 4]  # the smallest patch: quick steps
     cfg.loader.datafolder = str(sample_folder)
     cfg.loader.batch_size, cfg.loader.PatchPerBuffer, cfg.loader.epoch_shuffle = 1, 2, 6
     cfg.checkpoint_dir = str(tmp / "checkpoints")

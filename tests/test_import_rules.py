@@ -53,7 +53,7 @@ FLOORS = {
         ),
         1,
     ),
-    **dict.fromkeys(("checkpoint", "distributed", "inference", "_sample_data"), 2),
+    **dict.fromkeys(("checkpoint", "distributed", "inference", "_sample_data", "_reader"), 2),
     **dict.fromkeys(("training", "export"), 3),
     **dict.fromkeys(("cli", "_qt", "__main__"), 4),
 }

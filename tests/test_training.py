@@ -81,6 +81,7 @@ def test_checkpoint_rebuilds_its_own_model_and_matches_the_established_format(sh
 
 def test_loss_falls_on_the_sample_data(tiny_config):
     cfg = tiny_config
+    cfg.size_in, cfg.size_out = [29, 92, 92], [1, 4, 4]  # unet_xy's smallest: the real network
     cfg.epochs, cfg.save_every_n_epoch = 6, 6
     cfg.loader.epoch_shuffle = 6  # the same patches every epoch: the loss must fall on them
     cfg.preview_every_n_iter = 0
@@ -89,7 +90,7 @@ def test_loss_falls_on_the_sample_data(tiny_config):
     assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
 
 
-def test_stop_saves_a_checkpoint_and_resume_continues_the_count(tiny_config):
+def test_stop_saves_a_checkpoint_and_resume_continues_the_count(tiny_config, stand_in_network):
     cfg = tiny_config
     cfg.epochs = 3
     stop = threading.Event()
@@ -117,7 +118,7 @@ def test_stop_saves_a_checkpoint_and_resume_continues_the_count(tiny_config):
     assert resumed[-1].reason == "completed" and resumed[-1].epoch == 3
 
 
-def test_resume_restores_the_optimiser_state(tiny_config):
+def test_resume_restores_the_optimiser_state(tiny_config, stand_in_network):
     cfg = tiny_config
     cfg.epochs = 1
     path = _of(_run(cfg), CheckpointSaved)[-1].path
@@ -149,7 +150,9 @@ def test_validation_reports_iou_per_output_pair(tiny_config, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in val.iou)
 
 
-def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(tiny_config, monkeypatch):
+def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(
+    tiny_config, monkeypatch, stand_in_network
+):
     from napari_cellseg_trainer.training import TrainingError
     from napari_cellseg_trainer.training.loss import AuxLoss
 
@@ -177,12 +180,14 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(tiny_config,
 def test_validation_tiles_are_bigger_cheaper_and_agree_with_training_tiles(tiny_config):
     from napari_cellseg_trainer.inference import predict_volume
     from napari_cellseg_trainer.models import geometry
+    from napari_cellseg_trainer.models.memory import inference_bytes, training_bytes
     from napari_cellseg_trainer.training.validation import validation_tile
 
-    shape = (6, 30, 26)
+    shape = (4, 20, 20)  # 4 training tiles (2 x 2 in y-x), one validation tile
     size = validation_tile(tiny_config, shape)
     assert geometry.is_valid_size_in("unet_xy", size) and size != tuple(tiny_config.size_in)
-    assert np.prod(size) <= 2 * tiny_config.loader.batch_size * np.prod(tiny_config.size_in)
+    assert inference_bytes("unet_xy", size, 1) <= training_bytes("unet_xy", tiny_config.size_in, 1)
+    assert all(o >= n for o, n in zip(geometry.size_out("unet_xy", size), shape, strict=True))
     torch.manual_seed(0)
     model = build_model("unet_xy").eval()
     raw = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
@@ -191,11 +196,9 @@ def test_validation_tiles_are_bigger_cheaper_and_agree_with_training_tiles(tiny_
     )
     big = predict_volume(model, raw, size, geometry.size_out("unet_xy", size), tiling="established")
     # The network pools y and x by 2 three times, so a tile border shifts the pooling grid
-    # wherever it falls (the established tiling too): the two tilings agree closely, not
-    # exactly. The first tile (same corner, same grid) agrees exactly.
-    np.testing.assert_allclose(big[:, :4, :12, :12], small[:, :4, :12, :12], atol=2e-5)
-    assert np.abs(big - small).mean() < 0.02
-    assert np.corrcoef(big.ravel(), small.ravel())[0, 1] > 0.9
+    # unless it falls on a multiple of 8: here the second training tile starts at y = x = 8,
+    # on the grid, so the two tilings agree everywhere (elsewhere they agree closely).
+    np.testing.assert_allclose(big, small, atol=2e-5)
 
 
 def test_out_of_memory_stops_with_advice_instead_of_a_traceback(tiny_config, monkeypatch):

@@ -61,6 +61,8 @@ class Checkpoint:
                 f"{self.where}: carries no config (a checkpoint of the established trainer?); "
                 "give the model settings (model.name, nclass, size_in, ...) with a config"
             )
+        if not isinstance(self.config.get("model"), dict):
+            raise CheckpointError(f"{self.where}: its embedded config has no model section")
         subset = {k: v for k, v in self.config.items() if k in _NETWORK_TOP_KEYS}
         try:
             return config_mod.from_mapping(config_mod.NetworkFields, subset, self.where)
@@ -314,9 +316,30 @@ def model_from_checkpoint(
     """
     loaded = load_checkpoint(path, map_location="cpu")
     settings = network if network is not None else loaded.network()
-    model = build_network(settings)
+    return model_for(loaded, settings, device), settings
+
+
+def model_for(
+    loaded: Checkpoint, network: config_mod.NetworkFields, device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """The network of ``network``'s settings with a read checkpoint's weights, in eval mode.
+
+    Weights that hold NaN or infinite values (a diverged training) are refused here, before
+    they turn a whole prediction into NaN.
+    """
+    model = build_network(network)
     load_model_weights(model, loaded)
-    return model.to(device).eval(), settings
+    broken = [
+        k
+        for k, v in loaded.model_state.items()
+        if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if broken:
+        raise CheckpointError(
+            f"{loaded.where}: {len(broken)} weight tensor(s) hold NaN or infinite values (e.g. "
+            f"{broken[0]}): the training that wrote it diverged; use an earlier checkpoint"
+        )
+    return model.to(device).eval()
 
 
 def restore_training_state(

@@ -125,6 +125,21 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+def available_ram() -> int:
+    """Memory the system can give this process now (Linux MemAvailable; else total RAM / 2)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
 def resident_bytes() -> int:
     """This process's resident memory now (Linux: ``/proc/self/statm``)."""
     with open("/proc/self/statm") as fh:

@@ -24,6 +24,9 @@ class ProblemsError(UserInputError):
         self.problems = list(problems)
         self.source = source
         head = f"{source}: " if source else ""
+        if len(self.problems) == 1:  # one problem, one line
+            super().__init__(f"{head}{self.problems[0]}")
+            return
         lines = [f"{head}{len(self.problems)} {self.what}:"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))

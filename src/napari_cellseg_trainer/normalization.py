@@ -77,6 +77,20 @@ def _bg_then_auto_contrast(img: np.ndarray, a: float, b: float) -> np.ndarray:
     return auto_contrast(background_sub(img, 50), a, b)
 
 
+def percentile_range(img: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Clip to the ``low`` and ``high`` percentiles and scale to [0, 1] (robust to hot pixels).
+
+    The percentiles come from a strided sample of at most ~4 million voxels, so a whole-organ
+    volume costs one pass, not a sort.
+    """
+    step = max(1, img.size // 4_000_000)
+    sample = np.asarray(img).reshape(-1)[::step]
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if hi <= lo:
+        return np.zeros(img.shape, dtype=np.float32)
+    return _scale(img, lo, hi)
+
+
 def _suppress_bright_then_bg(img: np.ndarray) -> np.ndarray:
     img = img.astype(np.float32, copy=True)
     img[img > 4000] = img.min()
@@ -107,6 +121,8 @@ RECIPES: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
         "background_sub(50), auto_contrast(1.5, 10)",
         partial(_bg_then_auto_contrast, a=1.5, b=10),
     ),
+    # Added by napari-cellseg-trainer (the ids above are the established trainer's).
+    20: ("percentiles 1 and 99.8 to [0, 1] (robust min-max)", percentile_range),
 }
 
 

@@ -8,7 +8,6 @@ import tifffile
 import torch
 
 from napari_cellseg_trainer._qt.predict_widget import PredictWidget
-from napari_cellseg_trainer._qt.train_widget import TrainWidget
 from napari_cellseg_trainer.cli import main
 from napari_cellseg_trainer.models import build_model
 
@@ -183,17 +182,20 @@ def test_a_mismatched_checkpoint_gives_a_notification(viewer, qtbot, tmp_path, n
     assert panel.result is None and panel.whole_button.isEnabled()
 
 
-def test_training_panel_previews_the_latest_checkpoint(viewer, trained_checkpoint, qtbot):
-    train_panel = TrainWidget(viewer)
-    viewer.window.add_dock_widget(train_panel, name="Train")
-    train_panel.form.set_value("checkpoint_dir", str(trained_checkpoint.parent))
-    layer = small_image(viewer, shape=(6, 12, 12))  # the checkpoint's own tiny tiles: 2 of them
+def test_training_panel_previews_the_latest_checkpoint_in_the_predict_tab(
+    viewer, trained_checkpoint, qtbot
+):
+    from napari_cellseg_trainer._qt.dock import SegmentationDock
+
+    dock = SegmentationDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Segmentation")
+    dock.train.form.set_value("checkpoint_dir", str(trained_checkpoint.parent))
+    layer = small_image(viewer, shape=(6, 12, 12))
     viewer.layers.selection.active = layer
-    _, predict_panel = viewer.window.add_plugin_dock_widget(
-        "napari-cellseg-trainer", "Predict with a model"
-    )
-    with qtbot.waitSignal(predict_panel.idle, timeout=WAIT_MS):
-        assert train_panel.preview_latest_checkpoint() is not None
-    assert predict_panel.form.cfg.model_path == str(trained_checkpoint)
-    assert predict_panel.result is not None and predict_panel.result.done.sum() == 4
+    assert dock.currentWidget() is dock.train
+    with qtbot.waitSignal(dock.predict.idle, timeout=WAIT_MS):
+        assert dock.train.preview_latest_checkpoint()
+    assert dock.currentWidget() is dock.predict
+    assert dock.predict.form.cfg.model_path == str(trained_checkpoint)
+    assert dock.predict.result is not None and dock.predict.result.done.any()
     assert "cells probability" in viewer.layers

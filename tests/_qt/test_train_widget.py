@@ -258,9 +258,10 @@ def test_napari_finds_the_panel_and_the_sample_data(make_napari_viewer, tmp_path
     assert [layer.__class__.__name__ for layer in viewer.layers] == ["Image", "Labels"]
     assert viewer.layers[0].data.shape == viewer.layers[1].data.shape == (32, 128, 128)
     assert set(np.unique(viewer.layers[1].data)) == {0, 1}
-    _, panel = viewer.window.add_plugin_dock_widget(
-        "napari-cellseg-trainer", "Train segmentation model"
+    _, dock = viewer.window.add_plugin_dock_widget(
+        "napari-cellseg-trainer", "Segmentation (Train · Predict)"
     )
+    panel = dock.train
     assert isinstance(panel, TrainWidget)
     panel.use_sample_preset()
     assert panel.train_button.isEnabled()

@@ -26,11 +26,11 @@ _BIG = 1_000_000
 
 
 def _list_text(value: Any) -> str:
-    return (
-        ""
-        if value is None
-        else ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    )
+    if value is None:
+        return ""
+    if isinstance(value, str):  # "auto"
+        return value
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
 
 
 class _FieldEditor:
@@ -77,7 +77,7 @@ def _make_widget(
     vt = spec.vtype
     if spec.derived:  # computed from other fields: shown, never typed
         w = widgets.LineEdit(value=_list_text(spec.default), enabled=False)
-        return w, lambda: _parse_text(f"[{w.value}]"), lambda v: setattr(w, "value", _list_text(v))
+        return w, lambda: _parse_list(w.value), lambda v: setattr(w, "value", _list_text(v))
     if vt.kind == "bool":
         w = widgets.CheckBox(value=bool(spec.default))
         return w, lambda: w.value, lambda v: setattr(w, "value", bool(v))
@@ -94,7 +94,8 @@ def _make_widget(
             max=int(vt.maximum) if vt.maximum is not None else _BIG,
         )
         return w, lambda: w.value, lambda v: setattr(w, "value", v)
-    if vt.kind == "list" and vt.length and vt.item is not None and vt.item.kind in ("int", "float"):
+    numbers = vt.item is not None and vt.item.kind in ("int", "float")
+    if vt.kind == "list" and vt.length and numbers and not (vt.auto or vt.optional):
         return _tuple_widget(spec, vt)
     if spec.path:
         return _path_widget(spec, mode="d" if spec.path == "dir" else "r")
@@ -102,13 +103,27 @@ def _make_widget(
     w = widgets.LineEdit(value=_to_text(spec.default, vt))
     if vt.kind == "str":
         return w, lambda: w.value, lambda v: setattr(w, "value", v or "")
+    if vt.kind == "list":  # "0, 3" or "[0, 3]" (or "auto" where allowed)
+        return w, lambda: _parse_list(w.value), lambda v: setattr(w, "value", _to_text(v, vt))
     return w, lambda: _parse_text(w.value), lambda v: setattr(w, "value", _to_text(v, vt))
+
+
+def _required(problem: Problem) -> bool:
+    return problem.message.startswith("is required")
+
+
+def _parse_list(text: str) -> Any:
+    """A list typed as ``0, 3`` or ``[0, 3]``; other words (``auto``) as they are."""
+    text = text.strip()
+    if not text or text.startswith("[") or text[0].isalpha():
+        return _parse_text(text)
+    return _parse_text(f"[{text}]")
 
 
 def _to_text(value: Any, vt: VType) -> str:
     if value is None:
         return ""
-    if vt.kind == "list":
+    if vt.kind == "list" and value != "auto":
         return _list_text(value)
     if vt.kind == "any" and not isinstance(value, (int, float, str)):
         return yaml.safe_dump(value, default_flow_style=True).strip()
@@ -138,6 +153,9 @@ def _tuple_widget(spec: FieldSpec, vt: VType) -> tuple[widgets.Widget, Callable,
 
 def _path_widget(spec: FieldSpec, mode: str) -> tuple[widgets.Widget, Callable, Callable]:
     w = widgets.FileEdit(mode=mode, value=spec.default or "")
+    w.choose_btn.text = "…"  # "Choose directory" would not fit beside the path
+    w.choose_btn.tooltip = "Choose a folder" if mode == "d" else "Choose a file"
+    w.choose_btn.native.setMaximumWidth(32)
 
     def read() -> Any:
         text = str(w.line_edit.value).strip()
@@ -178,10 +196,11 @@ class ConfigForm(QWidget):
             "patch size",
             "training",
             "data",
+            "learning",
             "validation",
             "runtime",
         ),
-        collapsed: tuple[str, ...] = ("validation", "runtime"),
+        collapsed: tuple[str, ...] = ("learning", "validation", "runtime"),
         keys: tuple[str, ...] | None = None,
         parent: QWidget | None = None,
     ) -> None:
@@ -190,6 +209,8 @@ class ConfigForm(QWidget):
         self.editors: dict[str, _FieldEditor] = {}
         self.sections: dict[str, QCollapsible] = {}
         self._problems: list[Problem] = []
+        # "is required" is not shown in red until the user asks for what needs the field
+        self.show_required = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         by_group: dict[str, list[FieldSpec]] = {}
@@ -222,15 +243,29 @@ class ConfigForm(QWidget):
 
     # ------------------------------------------------------------------ reading and writing
 
-    def set_config(self, cfg: Any) -> None:
-        """Copy every value of ``cfg`` into the form's config object and widgets."""
+    def set_config(self, cfg: Any, unread: dict[str, str] | None = None) -> None:
+        """Copy every value of ``cfg`` into the form's config object and widgets.
+
+        ``unread`` maps keys a file could not give a value for to the reason: those fields
+        keep the form's value, marked with the reason until edited (so Train waits for them).
+        """
+        unread = unread or {}
         for spec in iter_fields(type(self.cfg)):
+            editor = self.editors.get(spec.key)
+            if spec.key in unread:
+                if editor is not None:
+                    editor.error = unread[spec.key]
+                continue
             value = get_value(cfg, spec.key)
             set_value(self.cfg, spec.key, value)
-            editor = self.editors.get(spec.key)
             if editor is not None:
                 editor.write(value)
                 editor.error = ""
+        self._refresh()
+
+    def reveal_required(self) -> None:
+        """Mark empty required fields too (once the user asked for what needs them)."""
+        self.show_required = True
         self._refresh()
 
     def set_value(self, key: str, value: Any) -> None:
@@ -268,15 +303,20 @@ class ConfigForm(QWidget):
             if p.key in self.editors and p.key not in {q.key for q in field_problems}
         ]
         self._problems = field_problems + rule_problems
-        marks = {p.key: p.message for p in reversed(self._problems)}
+        shown = [p for p in self._problems if self.show_required or not _required(p)]
+        marks = {p.key: p.message for p in reversed(shown)}
         for key, editor in self.editors.items():
             editor.mark(marks.get(key, ""))
-        self.problem_label.setText("\n".join(f"• {p}" for p in self._problems))
+        self.problem_label.setText("\n".join(f"• {p}" for p in shown))
         self.changed.emit()
 
     def _sync_size_out(self) -> None:
         """size_out follows size_in: computed from the size rules, never typed."""
         cfg = self.cfg
+        if cfg.size_in == "auto":
+            cfg.size_out = "auto"
+            self.editors["size_out"].write("auto")
+            return
         try:
             out = list(geometry.size_out(cfg.model.name, cfg.size_in, cfg.model.zoom_ratio))
         except geometry.InvalidSizeError:

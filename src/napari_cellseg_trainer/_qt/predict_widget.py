@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +20,15 @@ from napari.layers import Image
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QVBoxLayout
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout
 
 from .. import config as config_mod
 from ..config import ConfigError
 from ..errors import UserInputError
 from .config_form import ConfigForm
+from .results import ResultTools
 from .user_layers import PROBABILITY_SUFFIX, user_images
-from .widgets import push_button
+from .widgets import clock, push_button, scrolling
 from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
@@ -60,12 +62,14 @@ FIELDS = (
     "OutputDir",
 )
 _NOT_NEEDED_TO_PREDICT = {"OutputDir"}  # only saving needs it
+_STEPS = 1000  # the progress bar's resolution
 
 
 class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (a queued signal)."""
+    """Carries progress and notes from the worker thread to the GUI thread (queued signals)."""
 
-    progress = Signal(int, int)
+    progress = Signal(float, int)  # tiles done (fractions too), tiles in all
+    note = Signal(str)  # e.g. the automatic tile chosen
 
 
 @dataclass
@@ -105,7 +109,7 @@ def run_segmentation(
 ) -> tuple[tuple[int, int], np.ndarray]:
     """Worker body: load (or reuse) the model, then segment ``planes`` or the whole volume."""
     from ..devices import release_freed_memory, select_device
-    from ..inference.run import load_model, segment
+    from ..inference.run import Callbacks, load_model, segment
 
     device = select_device(cfg.device)
     key = _model_key(cfg, device)
@@ -115,13 +119,26 @@ def run_segmentation(
         model = model_cache[key] = load_model(cfg, device)
     probs = cfg.copy()
     probs.Threshold = -1.0  # keep probabilities; the slider makes the labels
-    report = relay.progress.emit
+    callbacks = Callbacks(relay.progress.emit, cancel.is_set, relay.note.emit)
     if planes is not None:  # a few planes: little to give back, and it runs often
-        return planes, segment(model, image, probs, device, report, cancel.is_set, planes)
+        return planes, segment(model, image, probs, device, callbacks, planes)
     try:
-        return (0, image.shape[1]), segment(model, image, probs, device, report, cancel.is_set)
+        return (0, image.shape[1]), segment(model, image, probs, device, callbacks)
     finally:
         release_freed_memory()  # the padded volume and its tiles: napari lives on
+
+
+def fine_tune(cfg: config_mod.TrainConfig, images: list):
+    """The worker of Fine-tune: the training session's events, then the last checkpoint."""
+    from ..training import events as ev
+    from ..training.session import recorded_training
+
+    last = None
+    for event in recorded_training(cfg, images=images, beside_gui=True):
+        if isinstance(event, ev.CheckpointSaved):
+            last = event.path
+        yield event
+    return last
 
 
 def _model_key(cfg: config_mod.PredictConfig, device: torch.device) -> tuple:
@@ -150,6 +167,9 @@ class PredictWidget(WorkerPanel):
         self._cancel = threading.Event()
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
+        self._relay.note.connect(self._on_note)
+        self._started_at = 0.0
+        self._fine_tune_minutes: float | None = None
 
         self.form = ConfigForm(
             config_mod.PredictConfig,
@@ -185,21 +205,22 @@ class PredictWidget(WorkerPanel):
             self, "Save…", self.save, "Write segmentation and prediction config to OutputDir"
         )
         self.progress = QProgressBar(self)
+        self.tile_label = QLabel("tile: chosen when segmenting (size_in auto)", self)
+        self.tile_label.setWordWrap(True)
         self.status.setText("choose a checkpoint and an image layer")
 
         run = QHBoxLayout()
         for b in (self.preview_button, self.whole_button, self.cancel_button):
             run.addWidget(b)
+        self.results = ResultTools(self)
+        items = [top.native, self.form, run, self.progress, self.tile_label, self.status]
+        items += [bottom.native, self.save_button, self.results]
         layout = QVBoxLayout(self)
-        layout.addWidget(top.native)
-        layout.addWidget(self.form)
-        layout.addLayout(run)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(bottom.native)
-        layout.addWidget(self.save_button)
-        layout.addStretch(1)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(scrolling(items, self))
         self._containers = (top, bottom)  # keep the magicgui containers alive
+        self.image_box.changed.connect(self._image_chosen)
+        self._model_voxel: tuple[float, float, float] | None = None
         napari_viewer.layers.events.inserted.connect(self._layers_changed)
         napari_viewer.layers.events.removed.connect(self._layers_changed)
         self.update_controls()
@@ -219,13 +240,14 @@ class PredictWidget(WorkerPanel):
         return self._checkpoint_chosen()
 
     def _checkpoint_chosen(self, *_: Any) -> bool:
-        from ..inference.run import config_from_checkpoint
+        from ..checkpoint import load_checkpoint
+        from ..inference.run import defaults_from_checkpoint
 
         path = self.form.cfg.model_path
         if not path or not Path(path).expanduser().is_file():
             return False
         try:
-            settings = config_from_checkpoint(path)
+            defaults = defaults_from_checkpoint(load_checkpoint(path))
         except UserInputError as err:
             if "carries no config" in str(err):
                 self.status.setText("this checkpoint carries no config: set the model fields below")
@@ -233,14 +255,37 @@ class PredictWidget(WorkerPanel):
             show_error(str(err))
             return False
         cfg = self.form.cfg.copy()
-        for key in FROM_CHECKPOINT:
-            config_mod.set_field(cfg, key, config_mod.get(settings, key))
-        self.form.set_config(cfg)
-        self.status.setText(f"model settings read from {Path(path).name}")
+        for key in (*FROM_CHECKPOINT, "Normalization"):
+            config_mod.set_field(cfg, key, config_mod.get(defaults.config, key))
+        self.form.set_config(cfg)  # size_in auto: the training patch is rarely the best tile
+        self._model_voxel = defaults.voxel_size
+        if defaults.threshold is not None:
+            self.threshold.value = defaults.threshold
+        self.results.use_model_defaults(cfg.model.name)
+        self.status.setText(f"model settings read from {Path(path).name}; {defaults.note}")
+        self._image_chosen()
         return True
 
     def set_image(self, layer: Image) -> None:
         self.image_box.value = layer
+
+    def _image_chosen(self, *_: Any) -> None:
+        """Match the model's voxel size: an image sampled differently is resized (ResizeRatio)."""
+        from ..inference.run import resize_for
+        from .layer_sets_panel import voxel_size_of
+
+        layer = self.image_box.value
+        if layer is None or self._model_voxel is None:
+            return
+        ratio = resize_for(voxel_size_of(layer), self._model_voxel)
+        if ratio is not None and list(self.form.cfg.ResizeRatio) != ratio:
+            self.form.set_value("ResizeRatio", ratio)
+            voxel = "/".join(f"{v:g}" for v in voxel_size_of(layer))
+            model = "/".join(f"{v:g}" for v in self._model_voxel)
+            show_info(
+                f"{layer.name}: voxel {voxel} µm, the model was trained at {model} µm: "
+                f"ResizeRatio {ratio}"
+            )
 
     # ------------------------------------------------------------------ running
 
@@ -297,6 +342,8 @@ class PredictWidget(WorkerPanel):
             return None
         self._cancel.clear()
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
+        self._started_at = time.monotonic()
         what = "whole volume" if planes is None else f"planes {planes[0]}–{planes[1] - 1}"
         self.status.setText(f"segmenting {layer.name}: {what}…")
         return self.start_worker(
@@ -310,9 +357,16 @@ class PredictWidget(WorkerPanel):
             on_return=functools.partial(self._on_result, layer.name),
         )
 
-    def _on_progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+    def _on_progress(self, done: float, total: int) -> None:
+        self.progress.setRange(0, _STEPS)
+        fraction = min(1.0, done / max(total, 1))
+        self.progress.setValue(int(fraction * _STEPS))
+        elapsed = time.monotonic() - self._started_at
+        eta = f" · ETA {clock(elapsed / fraction * (1 - fraction))}" if fraction > 0.02 else ""
+        self.progress.setFormat(f"{done:.1f}/{total} tiles{eta}")
+
+    def _on_note(self, line: str) -> None:
+        self.tile_label.setText(line)
 
     def _on_result(self, layer_name: str, output: tuple[tuple[int, int], np.ndarray]) -> None:
         planes, prob = output
@@ -338,15 +392,23 @@ class PredictWidget(WorkerPanel):
         done = int(self.result.done.sum())
         self.status.setText(f"{layer_name}: {done}/{shape[0]} planes segmented")
 
+    def placement(self) -> dict:
+        """The scale and translate of the segmented image, for layers made from its result."""
+        result = self.result
+        layers = self.viewer.layers
+        source = layers[result.layer_name] if result and result.layer_name in layers else None
+        if source is None:
+            return {}
+        placement = {"scale": source.scale[-3:], "translate": source.translate[-3:]}
+        if result.probability.shape[0] > 1:  # (n_pairs, Z, Y, X): one more axis in front
+            placement = {k: (1.0 if k == "scale" else 0.0, *v) for k, v in placement.items()}
+        return placement
+
     def _show(self, source: Image | None) -> None:
         result = self.result
         assert result is not None
         prob = result.probability[0] if result.probability.shape[0] == 1 else result.probability
-        placement = {}
-        if source is not None:
-            placement = {"scale": source.scale[-3:], "translate": source.translate[-3:]}
-            if prob.ndim == 4:
-                placement = {k: (1.0 if k == "scale" else 0.0, *v) for k, v in placement.items()}
+        placement = self.placement()
         prob_name, labels_name = self.layer_names()
         if prob_name in self.viewer.layers:
             self.viewer.layers[prob_name].data = prob
@@ -380,6 +442,45 @@ class PredictWidget(WorkerPanel):
         if labels_name in self.viewer.layers:
             prob = self.viewer.layers[self.layer_names()[0]].data
             self.viewer.layers[labels_name].data = self._labels(np.asarray(prob))
+
+    def start_fine_tune(self, cfg: config_mod.TrainConfig, sets: list) -> WorkerBase | None:
+        """Fine-tune on corrected layers in a worker; then load the new weights and segment."""
+        from ..data import DataError, images_from_layers
+
+        recipe = 0 if cfg.normalization is None else cfg.normalization
+        try:
+            images = images_from_layers(sets, cfg.nchannel, min(cfg.nclass), cfg.size_out, recipe)
+        except (ValueError, DataError) as err:
+            show_error(str(err))
+            return None
+        self.status.setText(f"fine-tuning for {cfg.minutes:g} min on the corrected layer…")
+        self._fine_tune_minutes = cfg.minutes
+        self.progress.setRange(0, 1000)
+        self._started_at = time.monotonic()
+        return self.start_worker(
+            fine_tune, cfg, images, on_yield=self._fine_tune_event, on_return=self._fine_tuned
+        )
+
+    def _fine_tune_event(self, event: Any) -> None:
+        from ..training import events as ev
+
+        if isinstance(event, ev.IterationEnd):
+            elapsed = time.monotonic() - self._started_at
+            cfg_minutes = self._fine_tune_minutes or 1
+            self.progress.setValue(int(1000 * min(1.0, elapsed / (cfg_minutes * 60))))
+            self.status.setText(f"fine-tuning: iteration {event.iteration}, loss {event.loss:.4g}")
+
+    def _fine_tuned(self, checkpoint: Path | None) -> None:
+        if checkpoint is None:
+            show_error("fine-tuning saved no checkpoint")
+            return
+        show_info(f"fine-tuned: {checkpoint.name} (in {checkpoint.parent.name}); segmenting again")
+        self.load_checkpoint(checkpoint)
+        self.idle.connect(self._segment_after_fine_tune)
+
+    def _segment_after_fine_tune(self) -> None:
+        self.idle.disconnect(self._segment_after_fine_tune)
+        self.predict_whole()
 
     def handle_error(self, err: BaseException) -> bool:
         from ..inference.predict import PredictionCancelled

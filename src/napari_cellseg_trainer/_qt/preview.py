@@ -1,4 +1,10 @@
-"""Predicted training patches shown in napari: three layers, updated in place, side by side."""
+"""Predicted training patches shown in napari: three layers beside the image, titled, in view.
+
+The input patch, its ground truth and the predicted probability are placed side by side to the
+right of the image in view, magnified to its height, with a frame and a title each
+("input", "ground truth", "probability · iteration N") drawn by one 2-D shapes layer, so the
+titles show on every plane. When they first appear the camera frames image and previews.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +18,18 @@ if TYPE_CHECKING:
     import napari
 
 NAMES = ("preview: input", "preview: ground truth", "preview: probability")
-_GAP = 4  # voxels between the three patches
+FRAMES = "preview: titles"
+TITLES = ("input", "ground truth", "probability")
+_GAP = 0.15  # between the patches, as a share of a patch's width
 
 
 class PreviewLayers:
     """The input patch, its ground truth and the predicted probability of the latest preview.
 
-    The layers are created when training starts (:meth:`prepare`, empty, to the right of the
-    data already open) and afterwards only their data changes: adding a layer costs napari
-    about 0.4 s of its event loop, a data change about 0.01 s, so the run never freezes the
-    viewer for its previews. A layer the user deleted is created again at the next preview.
+    The layers are created when training starts (:meth:`prepare`, empty) and afterwards only
+    their data changes: adding a layer costs napari about 0.4 s of its event loop, a data change
+    about 0.01 s, so the run never freezes the viewer for its previews. A layer the user deleted
+    is created again at the next preview.
 
     The input's contrast spans every patch shown since :meth:`prepare`: one grey scale for the
     run, so patches compare, and a nearly empty patch (a corner that augmentation rotated in
@@ -31,25 +39,26 @@ class PreviewLayers:
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self._raw_range: tuple[float, float] | None = None
+        self._framed = False
 
     def layers(self) -> list:
         return [self.viewer.layers[n] for n in NAMES if n in self.viewer.layers]
 
     def prepare(self, shape: tuple[int, int, int]) -> None:
-        """Create (or keep) the three layers for patches of ``shape``, empty until a preview."""
+        """Create (or keep) the layers for patches of ``shape``, empty until a preview."""
         self._raw_range = None
+        self._framed = False
         if not self._ready(shape):
-            self._create(
-                (
-                    np.zeros(shape, np.float32),
-                    np.zeros(shape, np.uint8),
-                    np.zeros(shape, np.float32),
-                )
-            )
+            empty = np.zeros(shape, np.float32)
+            self._create((empty, np.zeros(shape, np.uint8), empty.copy()))
 
     def _ready(self, shape: tuple[int, ...]) -> bool:
         layers = self.layers()
-        return len(layers) == len(NAMES) and layers[0].data.shape == tuple(shape)
+        return (
+            len(layers) == len(NAMES)
+            and layers[0].data.shape == tuple(shape)
+            and FRAMES in self.viewer.layers
+        )
 
     def show(self, patch: PreviewPatch) -> None:
         arrays = (patch.raw, patch.label, patch.probability)
@@ -65,23 +74,42 @@ class PreviewLayers:
             low, high = min(low, self._raw_range[0]), max(high, self._raw_range[1])
         self._raw_range = (low, high)
         raw.contrast_limits = (low, high if high > low else low + 1)
+        self._title(f"probability · iteration {patch.iteration}")
+        if not self._framed:  # the first preview: frame the image and the previews
+            self.viewer.reset_view()
+            self._framed = True
+
+    def _title(self, last: str) -> None:
+        frames = self.viewer.layers[FRAMES] if FRAMES in self.viewer.layers else None
+        if frames is not None:
+            frames.features = {"title": [*TITLES[:2], last]}
+            frames.refresh_text()
 
     def _create(self, arrays: tuple[np.ndarray, ...]) -> None:
-        for name in NAMES:
+        for name in (*NAMES, FRAMES):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        scale, translates = placement(
-            arrays[0].shape, [layer.extent.world for layer in self.viewer.layers]
-        )
+        others = [layer.extent.world for layer in self.viewer.layers if layer.visible]
+        scale, translates = placement(arrays[0].shape, others)
         kinds = ("image", "labels", "probability")
         for name, data, kind, translate in zip(NAMES, arrays, kinds, translates, strict=True):
             common = {"name": name, "scale": scale, "translate": translate}
             if kind == "labels":
-                self.viewer.add_labels(data, **common)
+                self.viewer.add_labels(data, opacity=0.8, **common)
             elif kind == "probability":
                 self.viewer.add_image(data, colormap="magma", contrast_limits=(0, 1), **common)
             else:
                 self.viewer.add_image(data, colormap="gray", **common)
+        self.viewer.add_shapes(
+            frames(arrays[0].shape, scale, translates),
+            shape_type="rectangle",
+            name=FRAMES,
+            edge_color="white",
+            face_color="transparent",
+            edge_width=max(scale) * 0.3,
+            features={"title": list(TITLES)},
+            text={"string": "{title}", "anchor": "upper_left", "size": 11, "color": "white"},
+        )
 
 
 def placement(
@@ -89,20 +117,31 @@ def placement(
 ) -> tuple[tuple[float, ...], list[tuple[float, ...]]]:
     """Scale and translations that put three patches side by side, right of the open data.
 
-    Patches are magnified in y-x to about a third of the data's height (a 12-voxel patch beside a
-    600-voxel image would be invisible) and centred on the data's middle z plane, where napari
+    Patches are magnified in y-x to the data's height (a 12-voxel patch beside a
+    600-voxel image would be invisible), and placed at the data's middle z plane, where napari
     opens, so they are in view without scrolling.
     """
     z, y, x = shape
     extents = [e for e in extents if e.shape[1] >= 3]
     if not extents:
-        return (1.0, 1.0, 1.0), [(0.0, 0.0, i * (x + _GAP)) for i in range(3)]
+        step = x * (1 + _GAP)
+        return (1.0, 1.0, 1.0), [(0.0, 0.0, i * step) for i in range(3)]
     low = np.min([e[0][-3:] for e in extents], axis=0)
     high = np.max([e[1][-3:] for e in extents], axis=0)
-    zoom = float(max(1, int((high[1] - low[1]) / 3 // y)))
-    mid_z = (low[0] + high[0]) / 2
-    step = x * zoom + _GAP
-    z0 = float(max(low[0], round(mid_z - z / 2)))
-    return (1.0, zoom, zoom), [
-        (z0, float(low[1]), float(high[2]) + _GAP + i * step) for i in range(3)
-    ]
+    zoom = max(1.0, float(high[1] - low[1]) / y)
+    step = x * zoom * (1 + _GAP)
+    z0 = float(max(low[0], round((low[0] + high[0]) / 2 - z / 2)))
+    left = float(high[2]) + x * zoom * _GAP
+    return (1.0, zoom, zoom), [(z0, float(low[1]), left + i * step) for i in range(3)]
+
+
+def frames(
+    shape: tuple[int, ...], scale: tuple[float, ...], translates: list[tuple[float, ...]]
+) -> list[np.ndarray]:
+    """A 2-D rectangle (world y, x) around each patch: drawn on every plane, titled."""
+    _, y, x = shape
+    boxes = []
+    for _, top, left in translates:
+        bottom, right = top + y * scale[1], left + x * scale[2]
+        boxes.append(np.array([[top, left], [top, right], [bottom, right], [bottom, left]]))
+    return boxes

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qtpy.QtWidgets import QPushButton, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLayout, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 
 def push_button(parent: QWidget, text: str, slot: Callable, tip: str) -> QPushButton:
@@ -13,3 +14,35 @@ def push_button(parent: QWidget, text: str, slot: Callable, tip: str) -> QPushBu
     button.clicked.connect(slot)
     button.setToolTip(tip)
     return button
+
+
+def clock(seconds: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour."""
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def scrolling(items: list[QWidget | QLayout], parent: QWidget) -> QScrollArea:
+    """``items`` stacked in a vertically scrolling area that never scrolls sideways.
+
+    The content follows the area's width (it wraps or shrinks instead of widening the dock),
+    so a panel fits any window: at 1280 x 800 napari keeps its canvas and every control stays
+    reachable by scrolling down.
+    """
+    content = QWidget()
+    layout = QVBoxLayout(content)
+    layout.setContentsMargins(4, 4, 4, 4)
+    for item in items:
+        if isinstance(item, QLayout):
+            layout.addLayout(item)
+        else:
+            layout.addWidget(item)
+    layout.addStretch(1)
+    content.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    area = QScrollArea(parent)
+    area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    return area

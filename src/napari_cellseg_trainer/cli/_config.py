@@ -7,6 +7,7 @@ import sys
 
 from .. import config
 from ..models import geometry
+from ._train import run_checks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +16,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t = csub.add_parser("template", help="print a training config to start from (YAML)")
     t.add_argument("--model", choices=geometry.MODEL_NAMES, default="unet_xy")
     t.add_argument("--zoom-ratio", type=int, default=3)
+    t.add_argument(
+        "--preset",
+        choices=["established", "quick", "sample"],
+        default="established",
+        help="established: the seed's 32 GB GPU sizes; quick: chosen for this machine (a few "
+        "seconds' probe of real steps) for a good model within --minutes; sample: the small "
+        "CPU demo on the sample data",
+    )
+    t.add_argument("--minutes", type=float, default=10.0, help="the quick preset's time budget")
+    t.add_argument("--data", help="the training folder (the quick preset fits its patch to it)")
+    t.add_argument("--device", default="auto", help="the quick preset's device")
     t.set_defaults(run=run_template)
     c = csub.add_parser("check", help="check a training config; list every problem")
     c.add_argument("file")
@@ -24,16 +36,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_template(args: argparse.Namespace) -> int:
-    sys.stdout.write(config.dump_config(config.template(args.model, args.zoom_ratio)))
+    if args.preset == "quick":
+        from ..data.folder import image_shapes
+        from ..training.quick import quick_preset
+
+        shapes = image_shapes(args.data) if args.data else []
+        smallest = min(shapes, key=lambda s: s[0] * s[1] * s[2]) if shapes else None
+        cfg, line = quick_preset(
+            args.data or "./train_data",
+            "./checkpoints",
+            model=args.model,
+            zoom_ratio=args.zoom_ratio,
+            minutes=args.minutes,
+            device=args.device,
+            image_shape=smallest,
+        )
+        print(line, file=sys.stderr)
+    elif args.preset == "sample":
+        cfg = config.demo_config(args.data or "./sample_data", "./checkpoints")
+    else:
+        cfg = config.template(args.model, args.zoom_ratio)
+    sys.stdout.write(config.dump_config(cfg))
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    cfg = config.load_config(args.file, args.overrides)
-    if not args.no_paths:
-        problems = config.check_paths(cfg)
-        if problems:
-            raise config.ConfigError(problems, args.file)
+    checks = None if args.no_paths else run_checks
+    cfg = config.load_config(args.file, args.overrides, checks=checks)
     print(
         f"{args.file}: OK ({cfg.model.name}, size_in {cfg.size_in} -> size_out {cfg.size_out}, "
         f"batch_size {cfg.loader.batch_size}, {cfg.epochs} epochs)"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.images import read_image
 from ..evaluation import EvaluationError, evaluate
-from ..inference.images import read_image
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

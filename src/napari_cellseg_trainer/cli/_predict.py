@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from .. import checkpoint as ckpt
 from .. import config
-from ..inference.run import config_from_network, run_prediction
+from ..inference.run import defaults_from_checkpoint, run_prediction
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,12 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_predict)
 
 
-def short_form_config(args: argparse.Namespace, network) -> config.PredictConfig:
-    """A prediction config from --checkpoint/--input/--output/--threshold.
+def short_form_config(args: argparse.Namespace, cfg: config.PredictConfig) -> config.PredictConfig:
+    """A prediction config from --checkpoint/--input/--output/--threshold, given the
+    checkpoint's defaults (its model, its normalisation, size_in auto).
 
     A folder's results go into a folder beside it (``<folder>_segmentation``), never into it.
     """
-    cfg = config_from_network(network, args.checkpoint)
     source = Path(args.input).expanduser()
     if source.is_dir():
         cfg.mode.name, cfg.mode.InputDir = "folder", str(source)
@@ -49,21 +49,38 @@ def short_form_config(args: argparse.Namespace, network) -> config.PredictConfig
         cfg.mode.name, cfg.mode.InputFile = "file", str(source)
         default_out = source.parent
     cfg.OutputDir = args.output or str(default_out)
-    cfg.Normalization = 0  # training data are already normalised to [0, 1]
     return cfg
 
 
 def run_predict(args: argparse.Namespace) -> int:
     model = None
+    overrides = list(args.overrides)  # --threshold and --device are checked like the config
+    if args.threshold is not None:
+        overrides.append(f"Threshold={args.threshold!r}")
+    if args.device:
+        overrides.append(f"device={args.device}")
     if args.config:
-        cfg = config.load_predict_config(args.config, args.overrides)
+        cfg = config.load_predict_config(args.config, overrides)
     elif args.checkpoint and args.input:
-        model, network = ckpt.model_from_checkpoint(args.checkpoint)  # the one read
-        data = short_form_config(args, network).to_dict()
-        data = config.apply_overrides(data, args.overrides) if args.overrides else data
+        loaded = ckpt.load_checkpoint(args.checkpoint)  # the one read
+        defaults = defaults_from_checkpoint(loaded)
+        data = short_form_config(args, defaults.config).to_dict()
+        data = config.apply_overrides(data, overrides) if overrides else data
         cfg = config.from_mapping(config.PredictConfig, data, source="predict")
-        if any(config.get(cfg, k) != config.get(network, k) for k in ckpt.ARCHITECTURE_KEYS):
+        if any(
+            config.get(cfg, k) != config.get(defaults.config, k) for k in ckpt.ARCHITECTURE_KEYS
+        ):
             model = None  # --set changed the model: load the weights into that one (or refuse)
+        else:
+            model = ckpt.model_for(loaded, cfg)
+        if cfg.Normalization == defaults.config.Normalization:
+            print(defaults.note, file=sys.stderr)
+        else:
+            print(
+                f"warning: Normalization {cfg.Normalization!r} differs from the training's "
+                f"({defaults.config.Normalization}); the model may see unfamiliar intensities",
+                file=sys.stderr,
+            )
     else:
         raise config.ConfigError(
             [config.Problem("", "give --config FILE, or --checkpoint CK and --input IMG")]
@@ -79,15 +96,27 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 class TileProgress:
-    """One tqdm bar per image (or time point), fed with (label, tiles done, tiles in all)."""
+    """One tqdm bar per image (or time point), fed with (label, tiles done, tiles in all).
+
+    Tiles done may be fractions (a pass reports its layers), so the bar and its ETA move
+    during a pass of a big tile too.
+    """
 
     def __init__(self) -> None:
         self.bars: dict[str, tqdm] = {}
 
-    def __call__(self, label: str, done: int, total: int) -> None:
+    def __call__(self, label: str, done: float, total: int) -> None:
         bar = self.bars.get(label)
         if bar is None:
-            bar = self.bars[label] = tqdm(total=total, desc=label, unit="tile", file=sys.stderr)
+            bar = self.bars[label] = tqdm(
+                total=total, desc=label, unit="tile", file=sys.stderr, bar_format=_BAR
+            )
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+
+    def note(self, label: str, line: str) -> None:
+        tqdm.write(f"{label}: {line}", file=sys.stderr)
+
+
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total} tiles [{elapsed}<{remaining}]"

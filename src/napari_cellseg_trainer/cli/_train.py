@@ -6,11 +6,14 @@ import argparse
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 
 from tqdm import tqdm
 
 from .. import config
 from ..data import SAMPLE_KINDS, write_sample_folder
+from ..data.sample import sample_paths
 from ..distributed import process_group
 from ..training import (
     BufferDrawn,
@@ -22,6 +25,7 @@ from ..training import (
     ValidationDone,
     recorded_training,
 )
+from ..training.events import HoldoutScore, Notice
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set loader.batch_size=4 (repeatable)",
     )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="train for at most this many minutes, then stop with a checkpoint (the config's "
+        "minutes)",
+    )
     p.set_defaults(run=run_train)
     s = sub.add_parser("sample-data", help="write the embedded sample training folder")
     s.add_argument("folder")
@@ -45,7 +55,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample_data(args: argparse.Namespace) -> int:
-    paths = write_sample_folder(args.folder, kind=args.kind, n_images=args.n_images, seed=args.seed)
+    folder = Path(args.folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise config.ConfigError([config.Problem("", f"{folder} is a file, not a folder")])
+    taken = [p.name for p in sample_paths(folder, args.n_images) if p.exists()]
+    if taken:
+        raise config.ConfigError(
+            [
+                config.Problem(
+                    "", f"{folder} already holds {', '.join(taken[:3])}: choose an empty folder"
+                )
+            ]
+        )
+    paths = write_sample_folder(folder, kind=args.kind, n_images=args.n_images, seed=args.seed)
     size = sum(p.stat().st_size for p in paths) / 2**20
     print(f"wrote {len(paths)} files ({size:.1f} MB) of {args.kind!r} sample data to {args.folder}")
     return 0
@@ -83,11 +105,18 @@ class _StopOnSignal:
         )
 
 
+def run_checks(cfg: config.TrainConfig) -> list[config.Problem]:
+    """What must hold before a run starts: its folders, files and free space."""
+    from ..training.folders import run_folder_problems
+
+    return config.check_paths(cfg) + run_folder_problems(cfg)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    cfg = config.load_config(args.config, args.overrides)
-    problems = config.check_paths(cfg)
-    if problems:
-        raise config.ConfigError(problems, args.config)
+    overrides = list(args.overrides)
+    if args.minutes is not None:
+        overrides.append(f"minutes={args.minutes!r}")  # checked with the rest of the config
+    cfg = config.load_config(args.config, overrides, checks=run_checks)
     stop = threading.Event()
     with process_group(cfg.device) as world:
         # Under torchrun, rank 0 alone shows progress (and writes metrics and the loss curve).
@@ -115,55 +144,101 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """Shows training events as a tqdm bar (epochs, iterations, loss, ETA) and log lines."""
+    """Shows training events as a tqdm bar (epochs, iterations, loss, ETA) and log lines.
+
+    With a time budget the bar counts the budget's seconds, so its ETA is the budget's end.
+    """
 
     def __init__(self) -> None:
         self.bar: tqdm | None = None
         self.epochs = 0
+        self.budget_s: float | None = None
+        self.started = time.monotonic()
+        self._show = {
+            TrainingStarted: self._start,
+            IterationEnd: self._iteration,
+            EpochEnd: self._epoch,
+            BufferDrawn: self._buffer,
+            ValidationDone: self._validation,
+            HoldoutScore: self._holdout,
+            Notice: self._notice,
+            CheckpointSaved: lambda e: self._write(f"saved {e.path}"),
+            TrainingFinished: self._finished,
+        }
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
     def __call__(self, event: object) -> None:
-        if isinstance(event, TrainingStarted):
-            self._start(event)
-        elif self.bar is None:
-            return
-        elif isinstance(event, IterationEnd):
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
-        elif isinstance(event, EpochEnd):
-            self.bar.set_description(f"epoch {min(event.epoch + 1, self.epochs)}/{self.epochs}")
-            self.bar.set_postfix(loss=f"{event.mean_loss:.4g}")
-        elif isinstance(event, BufferDrawn) and event.seconds > 1:
-            tqdm.write(
-                f"patch buffer of {event.n_patches} drawn in {event.seconds:.1f} s", file=sys.stderr
-            )
-        elif isinstance(event, ValidationDone):
-            figures = ", ".join(
-                f"output {o} class {c}: {v:.3f}"
-                for (o, c), v in zip(event.pairs, event.iou, strict=True)
-            )
-            tqdm.write(f"epoch {event.epoch} validation IoU: {figures}", file=sys.stderr)
-        elif isinstance(event, CheckpointSaved):
-            tqdm.write(f"saved {event.path}", file=sys.stderr)
-        elif isinstance(event, TrainingFinished):
-            self.close()
-            where = f"; last checkpoint {event.checkpoint}" if event.checkpoint else ""
-            tqdm.write(
-                f"training {event.reason} after {event.epoch} epoch(s), "
-                f"{event.iteration} iterations{where}",
-                file=sys.stderr,
-            )
+        show = self._show.get(type(event))
+        if show is not None and (self.bar is not None or isinstance(event, TrainingStarted)):
+            show(event)
+
+    def _write(self, line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
 
     def _start(self, event: TrainingStarted) -> None:
-        tqdm.write(
-            f"training on {event.device}, {event.precision}: {event.n_train_images} image(s), "
-            f"{event.n_validation_images} held out, {event.iterations_per_epoch} iterations/epoch",
-            file=sys.stderr,
+        held = f", {event.n_validation_images} held out" if event.n_validation_images else ""
+        slabs = f", a held-out slab in {event.n_holdout_slabs}" if event.n_holdout_slabs else ""
+        self._write(
+            f"training on {event.device}, {event.precision}: {event.n_train_images} image(s)"
+            f"{held}{slabs}, {event.iterations_per_epoch} iterations/epoch, raw "
+            f"{event.normalization}; writing to {event.folder}"
         )
         self.epochs = event.epochs
-        remaining = (event.epochs - event.start_epoch) * event.iterations_per_epoch
-        self.bar = tqdm(total=remaining, unit="it", file=sys.stderr, dynamic_ncols=True)
+        self.started = time.monotonic()
+        if event.minutes:
+            self.budget_s = event.minutes * 60
+            self.bar = tqdm(
+                total=round(self.budget_s), unit="s", file=sys.stderr, dynamic_ncols=True
+            )
+        else:
+            remaining = (event.epochs - event.start_epoch) * event.iterations_per_epoch
+            self.bar = tqdm(total=remaining, unit="it", file=sys.stderr, dynamic_ncols=True)
         self.bar.set_description(f"epoch {event.start_epoch + 1}/{event.epochs}")
+
+    def _iteration(self, event: IterationEnd) -> None:
+        assert self.bar is not None
+        if self.budget_s is None:
+            self.bar.update(1)
+        else:
+            self.bar.update(
+                min(round(time.monotonic() - self.started), self.bar.total) - self.bar.n
+            )
+        self.bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
+
+    def _epoch(self, event: EpochEnd) -> None:
+        assert self.bar is not None
+        self.bar.set_description(f"epoch {min(event.epoch + 1, self.epochs)}/{self.epochs}")
+        self.bar.set_postfix(loss=f"{event.mean_loss:.4g}")
+
+    def _buffer(self, event: BufferDrawn) -> None:
+        if event.seconds > 1:
+            self._write(f"patch buffer of {event.n_patches} drawn in {event.seconds:.1f} s")
+
+    def _validation(self, event: ValidationDone) -> None:
+        figures = ", ".join(
+            f"output {o} class {c}: {v:.3f}"
+            for (o, c), v in zip(event.pairs, event.iou, strict=True)
+        )
+        self._write(f"epoch {event.epoch} validation IoU: {figures}")
+
+    def _holdout(self, event: HoldoutScore) -> None:
+        self._write(
+            f"epoch {event.epoch} held-out IoU {event.iou:.3f} at 0.5 (best {event.best:.3f} at "
+            f"epoch {event.best_epoch}); {event.iou_at_threshold:.3f} at threshold "
+            f"{event.threshold:.2f}"
+        )
+
+    def _notice(self, event: Notice) -> None:
+        self._write(f"{event.level}: {event.text}")
+
+    def _finished(self, event: TrainingFinished) -> None:
+        self.close()
+        where = f"; last checkpoint {event.checkpoint}" if event.checkpoint else ""
+        why = f" ({event.detail})" if event.detail else ""
+        self._write(
+            f"training {event.reason}{why} after {event.epoch} epoch(s), "
+            f"{event.iteration} iterations{where}"
+        )

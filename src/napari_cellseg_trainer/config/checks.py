@@ -6,10 +6,12 @@ rules here need several fields at once, or the file system.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from ..models import geometry
+from ..normalization import RECIPES
 from .fields import Problem
 from .predict import PredictConfig
 from .train import NetworkFields, TrainConfig
@@ -45,6 +47,19 @@ def validate(cfg: TrainConfig) -> list[Problem]:
     if cfg.validation.metric is not None:
         problems += _output_pair_problems("validation.OutputCh", cfg.validation.OutputCh, cfg)
         problems += _leaveout_problems(cfg.validation.leaveout)
+    if cfg.early_stop is not None and not cfg.holdout:
+        problems.append(Problem("early_stop", "needs holdout > 0: it watches the held-out IoU"))
+    if cfg.resume and cfg.finetune_from:
+        problems.append(
+            Problem("finetune_from", "set resume (continue a run) or finetune_from, not both")
+        )
+    if cfg.normalization is not None and cfg.normalization not in RECIPES:
+        problems.append(
+            Problem(
+                "normalization",
+                f"unknown recipe {cfg.normalization}; valid ids: {', '.join(map(str, RECIPES))}",
+            )
+        )
     return problems
 
 
@@ -71,8 +86,12 @@ def validate_predict(cfg: PredictConfig) -> list[Problem]:
 
 
 def _geometry_problems(cfg: NetworkFields) -> list[Problem]:
-    """size_in valid for the model, and size_out the one it gives."""
+    """size_in valid for the model, and size_out the one it gives (both auto, or neither)."""
     name = cfg.model.name
+    if cfg.size_in == "auto" or cfg.size_out == "auto":
+        if cfg.size_in == cfg.size_out:
+            return []
+        return [Problem("size_out", "must be auto when size_in is auto (and only then)")]
     try:
         expected = geometry.size_out(name, cfg.size_in, cfg.model.zoom_ratio)
     except geometry.InvalidSizeError as err:
@@ -136,18 +155,33 @@ def check_paths(cfg: TrainConfig) -> list[Problem]:
         problem = unwritable_dir(Path(cfg.checkpoint_dir).expanduser())
         if problem:
             problems.append(Problem("checkpoint_dir", problem))
-    if cfg.resume and not Path(cfg.resume).expanduser().exists():
-        problems.append(Problem("resume", f"{cfg.resume!r} does not exist"))
+    for key in ("resume", "finetune_from"):
+        value = getattr(cfg, key)
+        if value and not Path(value).expanduser().exists():
+            problems.append(Problem(key, f"{value!r} does not exist"))
     return problems
 
 
 def unwritable_dir(folder: Path) -> str:
     """Why ``folder`` cannot be created or written to, or '' if it can."""
     probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    try:
+        while not probe.exists():
+            if probe.is_symlink():
+                try:
+                    probe.stat()
+                except OSError as err:
+                    if err.errno == errno.ELOOP:
+                        return f"{str(probe)!r} is a symbolic link that loops back on itself"
+                return f"{str(probe)!r} is a broken symbolic link (it points to nothing)"
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        probe.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # a symlink loop: ELOOP, or RuntimeError in resolve
+        return (
+            f"{str(probe)!r} cannot be used as a folder ({getattr(err, 'strerror', None) or err})"
+        )
     if probe.exists() and not probe.is_dir():
         return f"{str(probe)!r} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):

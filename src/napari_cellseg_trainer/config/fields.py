@@ -96,6 +96,7 @@ class VType:
     length: int | None = None
     min_length: int = 0
     optional: bool = False
+    auto: bool = False  # the text "auto" is accepted too: the program chooses
 
     def describe(self) -> str:
         """Short human description, e.g. ``int >= 1`` or ``list of 3 int``."""
@@ -110,6 +111,7 @@ class VType:
                 text += f" >= {self.minimum:g}"
             if self.maximum is not None:
                 text += f" <= {self.maximum:g}"
+        text = f"{text} or 'auto'" if self.auto else text
         return f"{text} or null" if self.optional else text
 
     def convert(self, value: Any) -> Any:
@@ -118,6 +120,8 @@ class VType:
             if self.optional:
                 return None
             raise ValueError(f"must be {self.describe()}, not null")
+        if self.auto and value == "auto":
+            return "auto"
         convert = getattr(self, f"_convert_{self.kind}")
         return convert(value)
 

@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from .fields import FLOAT, POS_INT, VType, choice, float_list, int_list, param, section
+from .fields import POS_INT, VType, choice, int_list, param, section
 from .fields import to_dict as _to_dict
 from .train import MACHINE, OK, OURS, PIN, NetworkFields
 
@@ -62,8 +62,30 @@ class PredictMode:
 
 @dataclass
 class PredictConfig(NetworkFields):
-    """The prediction config (the established trainer's keys, plus tiling options)."""
+    """The prediction config (the established trainer's keys, plus tiling options).
 
+    ``size_in`` may be ``auto``: the cheapest tile that fits the device's memory is chosen for
+    each volume (:mod:`..inference.tile_choice`); an explicit size is used as given.
+    """
+
+    size_in: Any = param(
+        [48, 148, 148],
+        VType("list", item=VType("int", minimum=1), length=3, auto=True),
+        MACHINE,
+        "Tile size [z, y, x] fed to the model, or auto: the cheapest valid tile that fits the "
+        "memory (the GPU's free memory, or a share of the RAM), never larger than the volume "
+        "needs. Any valid size predicts the same volume; bigger tiles recompute less margin.",
+        group="patch size",
+    )
+    size_out: Any = param(
+        [20, 60, 60],
+        VType("list", item=VType("int", minimum=1), length=3, auto=True),
+        MACHINE,
+        "Output tile size [z, y, x]: fully determined by size_in and the model; auto with "
+        "size_in auto.",
+        group="patch size",
+        derived=True,
+    )
     model_path: str = param(
         "",
         VType("str"),
@@ -96,7 +118,7 @@ class PredictConfig(NetworkFields):
     )
     ResizeRatio: list = param(
         [1.0, 1.0, 1.0],
-        float_list(3),
+        VType("list", item=VType("float", minimum=0.05, maximum=20), length=3),
         PIN,
         "[z, y, x] factors applied to the image before the model, undone after.",
         group="input",
@@ -110,7 +132,7 @@ class PredictConfig(NetworkFields):
     )
     Threshold: float = param(
         -1.0,
-        FLOAT,
+        VType("float", maximum=1),
         PIN,
         "> 0: binary output (0/255, uint8) at this threshold; <= 0: probabilities (float32).",
         group="output",

@@ -251,6 +251,95 @@ class TrainConfig(NetworkFields):
     )
     loader: LoaderSection = section(LoaderSection)
     validation: ValidationSection = section(ValidationSection)
+    minutes: float | None = param(
+        None,
+        VType("float", minimum=0.1, maximum=10**6, optional=True),
+        PIN,
+        "Train for at most this many minutes of wall time, then stop as Stop does (a "
+        "checkpoint is saved); progress, ETA and lr_schedule use it. null: until epochs are "
+        "done." + OURS,
+        group="learning",
+    )
+    lr_schedule: str = param(
+        "constant",
+        choice("constant", "warmup_cosine"),
+        OK,
+        "constant: learning_rate throughout (the established trainer). warmup_cosine: a linear "
+        "warm-up over the first 5% of the run, then a cosine decay to 5% of learning_rate at its "
+        "end (the end of minutes when set, else of epochs)." + OURS,
+        group="learning",
+    )
+    foreground_share: float = param(
+        0.0,
+        VType("float", minimum=0, maximum=1),
+        OK,
+        "Share of the patches centred on a structure voxel (label > 0 where the cost map counts), "
+        "the rest drawn uniformly: patches that teach. 0: all uniform (the established "
+        "sampling)." + OURS,
+        group="learning",
+    )
+    intensity_augmentation: bool = param(
+        False,
+        VType("bool"),
+        OK,
+        "Vary each patch's brightness, contrast and gamma and add a little noise (in float), so "
+        "the model learns shapes rather than one image's exposure." + OURS,
+        group="learning",
+    )
+    normalization: int | None = param(
+        None,
+        VType("int", minimum=0, optional=True),
+        PIN,
+        "How the training raw is normalised, as a recipe id of the prediction config's "
+        "Normalization (e.g. 0: min-max, 20: percentiles 1-99.8). null: folder images as given "
+        "(they should already be about [0, 1]), layers min-max (0). Recorded in the checkpoint: "
+        "prediction applies the same by default." + OURS,
+        group="learning",
+    )
+    holdout: float = param(
+        0.0,
+        VType("float", minimum=0, maximum=0.5),
+        OK,
+        "Fraction of each training image (a slab at the end of its longest y-x axis) kept out of "
+        "training to measure a held-out IoU after every epoch (metrics.csv, the loss plot). 0: "
+        "none." + OURS,
+        group="learning",
+    )
+    early_stop: int | None = param(
+        None,
+        VType("int", minimum=1, optional=True),
+        OK,
+        "Stop (with a checkpoint, saying why) when the held-out IoU has not improved for this "
+        "many epochs; needs holdout > 0. null: never." + OURS,
+        group="learning",
+    )
+    run_subfolder: bool = param(
+        False,
+        VType("bool"),
+        OK,
+        "Write each run into a new folder inside checkpoint_dir, named by its start time, so runs "
+        "never mix. false: into checkpoint_dir itself, which must then hold no other run (set "
+        "resume to continue one)." + OURS,
+        group="training",
+    )
+    finetune_from: str | None = param(
+        None,
+        VType("path", optional=True),
+        PIN,
+        "Start from the weights of this checkpoint (or a folder's newest) with a fresh optimiser "
+        "and epoch count: fine-tuning on new or corrected labels. Unlike resume, a new run." + OURS,
+        group="training",
+        path="file",
+    )
+    voxel_size: list | None = param(
+        None,
+        VType("list", item=VType("float", minimum=0), length=3, optional=True),
+        OK,
+        "Voxel size [z, y, x] in micrometres of the training images; null: read from the images "
+        "(OME PhysicalSize, the layers' scale) where they say. Recorded in the checkpoint, so "
+        "prediction can match it." + OURS,
+        group="learning",
+    )
     device: str = param(
         "auto",
         VType("str"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,8 +87,17 @@ def parse_yaml(text: str, source: str = "config") -> Any:
         _check_expansion(yaml.parse(text, Loader=_Loader), source)
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
-        detail = " ".join(str(err).split())
-        raise ConfigError([Problem("", f"{source}: not valid YAML: {detail[:300]}")]) from None
+        raise ConfigError(
+            [Problem("", f"{source}: not valid YAML: {_yaml_problem(err)}")]
+        ) from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The parser's complaint and its line, without the echo of the document."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or " ".join(str(err).split())
+    where = f" (line {mark.line + 1})" if mark is not None and "line" not in problem else ""
+    return f"{problem}{where}"[:300]
 
 
 def _refusal(path: Path, why: str) -> ConfigError:
@@ -149,23 +158,36 @@ def check_plain(data: Any, source: str) -> None:
 
 
 def from_mapping(
-    cls: type[AnyConfig], data: Any, source: str = "", extra: Iterable[Problem] = ()
+    cls: type[AnyConfig],
+    data: Any,
+    source: str = "",
+    checks: Callable[[Any], list[Problem]] | None = None,
 ) -> AnyConfig:
     """Build and validate a config from plain data; ConfigError lists every problem at once.
 
-    Field problems (types, bounds, unknown keys), cross-field rules whose fields were read, and
-    ``extra`` problems (e.g. paths) are all reported together.
+    Field problems (types, bounds, unknown keys), the cross-field rules whose fields were read,
+    and what ``checks(cfg)`` finds (e.g. the folders a run will touch) are reported together,
+    so a file with three kinds of mistake needs one round, not three.
     """
-    check_plain(data, source or "config")
-    problems: list[Problem] = []
-    cfg = from_dict(cls, _fill_size_out(data if data is not None else {}), problems)
-    rules = problems_of(cfg)
-    rejected = {p.key for p in problems}
-    problems += [p for p in rules if not _reads_rejected(p.key, rejected)]
-    problems += list(extra)
+    cfg, problems = parse_mapping(cls, data, source)
+    if checks is not None:
+        rejected = {p.key for p in problems}
+        problems += [p for p in checks(cfg) if not _reads_rejected(p.key, rejected)]
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def parse_mapping(cls: type[AnyConfig], data: Any, source: str = "") -> tuple[AnyConfig, list]:
+    """(config, problems) from plain data; the config holds defaults where a value was rejected."""
+    check_plain(data, source or "config")
+    problems: list[Problem] = []
+    cfg = from_dict(cls, _fill_size_out(data if data is not None else {}), problems)
+    rejected = {p.key for p in problems}
+    if "(top level)" in rejected:  # not a mapping at all: nothing else was read
+        return cfg, problems
+    problems += [p for p in problems_of(cfg) if not _reads_rejected(p.key, rejected)]
+    return cfg, problems
 
 
 def _reads_rejected(key: str, rejected: set[str]) -> bool:
@@ -177,6 +199,8 @@ def _fill_size_out(data: Any) -> Any:
     """A file may leave size_out out: it is fully determined by size_in and the model."""
     if not isinstance(data, dict) or "size_out" in data or "size_in" not in data:
         return data
+    if data["size_in"] == "auto":
+        return {**data, "size_out": "auto"}
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     try:
         out = geometry.size_out(
@@ -187,12 +211,16 @@ def _fill_size_out(data: Any) -> Any:
     return {**data, "size_out": list(out)}
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    path: str | os.PathLike,
+    overrides: list[str] | None = None,
+    checks: Callable[[Any], list[Problem]] | None = None,
+) -> TrainConfig:
     """Load a training config from YAML, apply ``key.path=value`` overrides, validate."""
     data = read_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides)
-    return from_mapping(TrainConfig, data, source=str(path))
+    return from_mapping(TrainConfig, data, source=str(path), checks=checks)
 
 
 def load_predict_config(

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..models.geometry import margin_of
 from .folder import DataError, TrainingImage
+from .sampling import ESTABLISHED, Sampling, patch_corners, vary_intensity
 
 # Slices rotated per grid_sample call: bounds the temporary memory (one chunk of a
 # 600 x 900 image is ~35 MB) while keeping each call large enough to be efficient.
@@ -155,6 +156,7 @@ def draw_buffer(
     rng: np.random.Generator,
     workers: int = 1,
     cancel: threading.Event | None = None,
+    sampling: Sampling = ESTABLISHED,
 ) -> PatchSet:
     """Augment each image once and cut ``n_patches`` patches spread evenly over the images.
 
@@ -166,6 +168,7 @@ def draw_buffer(
     rng : draws one seed per image up front, so the result does not depend on ``workers``.
     workers : images augmented in parallel threads; 0 or 1 means in this thread.
     cancel : when set, stops before the next image with ``CancelledError``.
+    sampling : foreground-centred patches and intensity augmentation (off: the established).
     """
     margin = _checked_margin(images, size_in, size_out)
     counts = patch_counts(n_patches, len(images))
@@ -177,19 +180,16 @@ def draw_buffer(
         costmap=np.empty((n_patches, *size_out), dtype=np.float32),
     )
     jobs = [
-        (image, count, int(seed), int(start))
+        (image, count, int(seed), int(start), out, margin, size_out, cancel, sampling)
         for image, count, seed, start in zip(images, counts, seeds, starts, strict=True)
         if count > 0
     ]
     if workers <= 1:
-        for image, count, seed, start in jobs:
-            _cut_patches(image, count, seed, start, out, margin, size_out, cancel)
+        for job in jobs:
+            _cut_patches(*job)
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="augment") as pool:
-            futures = [
-                pool.submit(_cut_patches, image, count, seed, start, out, margin, size_out, cancel)
-                for image, count, seed, start in jobs
-            ]
+            futures = [pool.submit(_cut_patches, *job) for job in jobs]
             for future in futures:
                 future.result()  # re-raises a worker's exception here
     return out
@@ -234,6 +234,7 @@ def _cut_patches(
     margin: tuple[int, int, int],
     size_out: Sequence[int],
     cancel: threading.Event | None,
+    sampling: Sampling,
 ) -> None:
     """Augment one image and write its ``count`` patches into ``out`` from index ``start``."""
     if cancel is not None and cancel.is_set():
@@ -241,12 +242,14 @@ def _cut_patches(
     rng = np.random.default_rng(seed)
     raw, label, costmap = augment_image(image, margin, rng)
     size_in = out.raw.shape[2:]
-    for k in range(count):
-        z, y, x = (int(rng.integers(s - o + 1)) for s, o in zip(label.shape, size_out, strict=True))
-        oz, oy, ox = size_out
+    corners = patch_corners(label, costmap, size_out, count, sampling.foreground_share, rng)
+    oz, oy, ox = size_out
+    for k, (z, y, x) in enumerate(corners):
         out.raw[start + k] = raw[:, z : z + size_in[0], y : y + size_in[1], x : x + size_in[2]]
         out.label[start + k] = label[z : z + oz, y : y + oy, x : x + ox]
         out.costmap[start + k] = costmap[z : z + oz, y : y + oy, x : x + ox]
+        if sampling.intensity:
+            vary_intensity(out.raw[start + k], rng)
     # The augmented volumes go out of scope here: only the patches stay in memory.
 
 
@@ -279,7 +282,7 @@ class PatchBuffer:
 
     Parameters
     ----------
-    images, n_patches, size_in, size_out, workers : as for :func:`draw_buffer`.
+    images, n_patches, size_in, size_out, workers, sampling : as for :func:`draw_buffer`.
     rng : one seed is drawn from it here; the buffer keeps no reference to it.
     prefetch : build the next buffer in the background.
     """
@@ -293,6 +296,7 @@ class PatchBuffer:
         rng: np.random.Generator,
         workers: int = 1,
         prefetch: bool = False,
+        sampling: Sampling = ESTABLISHED,
     ) -> None:
         if n_patches < 1:
             raise ValueError(f"PatchPerBuffer must be >= 1, got {n_patches}")
@@ -301,6 +305,7 @@ class PatchBuffer:
         self.n_patches = n_patches
         self.size_in, self.size_out = tuple(size_in), tuple(size_out)
         self.workers = workers
+        self.sampling = sampling
         self._seeds = np.random.default_rng(int(rng.integers(_SEED_LIMIT)))
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="patch-buffer") if prefetch else None
@@ -345,4 +350,5 @@ class PatchBuffer:
             np.random.default_rng(seed),
             workers=self.workers,
             cancel=self._cancel,
+            sampling=self.sampling,
         )

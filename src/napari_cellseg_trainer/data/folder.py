@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import UUID
 
@@ -19,6 +19,8 @@ import numpy as np
 import tifffile
 
 from ..errors import ProblemsError
+from ..files import write_atomically
+from .images import physical_size, voxel_size_of
 
 GT_SUFFIX = "_GT.ome.tif"
 CM_SUFFIX = "_CM.ome.tif"
@@ -36,6 +38,8 @@ class TrainingImage:
     label : (Z, Y, X) class labels, uint8 (int32 only for an ignore_index outside 0..255).
     costmap : (Z, Y, X) float32 per-voxel loss weight, >= 0.
     source : where it came from (a file path or a layer name), for messages.
+    normalized_by : the normalisation recipe applied to ``raw`` here, or None: as given.
+    voxel_size : (z, y, x) micrometres, when the file or layer says.
     """
 
     name: str
@@ -43,6 +47,8 @@ class TrainingImage:
     label: np.ndarray
     costmap: np.ndarray
     source: str
+    normalized_by: int | None = None
+    voxel_size: tuple[float, float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -99,6 +105,20 @@ def load_folder(
     return images
 
 
+def image_shapes(folder: str | Path) -> list[tuple[int, int, int]]:
+    """The (Z, Y, X) shapes of a training folder's images, from the files' headers (fast)."""
+    shapes = []
+    for gt_path in sorted(Path(folder).expanduser().glob(f"*{GT_SUFFIX}")):
+        try:
+            with tifffile.TiffFile(gt_path) as tif:
+                shape = tif.series[0].shape
+        except Exception:  # an unreadable file is reported when the folder is loaded
+            continue
+        if len(shape) == 3:
+            shapes.append(tuple(int(v) for v in shape))
+    return shapes
+
+
 def images_from_arrays(
     items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]],
     nchannel: int,
@@ -138,7 +158,12 @@ def images_from_arrays(
 
 
 def write_training_image(
-    folder: str | Path, name: str, raw: np.ndarray, label: np.ndarray, costmap: np.ndarray
+    folder: str | Path,
+    name: str,
+    raw: np.ndarray,
+    label: np.ndarray,
+    costmap: np.ndarray,
+    voxel_size: tuple[float, float, float] | None = None,
 ) -> tuple[Path, Path, Path]:
     """Write ``NAME.ome.tif`` (float32), ``NAME_GT.ome.tif`` (uint8), ``NAME_CM.ome.tif`` (float32).
 
@@ -160,25 +185,27 @@ def write_training_image(
         folder / f"{name}{GT_SUFFIX}",
         folder / f"{name}{CM_SUFFIX}",
     )
-    _write_ome(paths[0], raw, raw_axes, compress=False)
+    _write_ome(paths[0], raw, raw_axes, False, voxel_size)
     # Labels and cost maps are mostly constant: zlib shrinks them many times over.
-    _write_ome(paths[1], label, "ZYX", compress=True)
-    _write_ome(paths[2], np.asarray(costmap, dtype=np.float32), "ZYX", compress=True)
+    _write_ome(paths[1], label, "ZYX", True, voxel_size)
+    _write_ome(paths[2], np.asarray(costmap, dtype=np.float32), "ZYX", True, voxel_size)
     return paths
 
 
-def _write_ome(path: Path, array: np.ndarray, axes: str, compress: bool) -> None:
-    """Write one OME-TIFF; its UUID comes from name and content, so equal data gives equal bytes."""
+def _write_ome(path: Path, array: np.ndarray, axes: str, compress: bool, voxel_size=None) -> None:
+    """Write one OME-TIFF atomically; its UUID comes from name and content, so equal data gives
+    equal bytes."""
     array = np.ascontiguousarray(array)
     digest = hashlib.sha1(path.name.encode())
     digest.update(memoryview(array).cast("B"))
-    uuid = f"urn:uuid:{UUID(bytes=digest.digest()[:16], version=5)}"
-    tifffile.imwrite(
+    metadata = {"axes": axes, "UUID": f"urn:uuid:{UUID(bytes=digest.digest()[:16], version=5)}"}
+    metadata.update(physical_size(voxel_size))
+    compression = "zlib" if compress else None
+    write_atomically(
         path,
-        array,
-        ome=True,
-        metadata={"axes": axes, "UUID": uuid},
-        compression="zlib" if compress else None,
+        lambda fh: tifffile.imwrite(
+            fh, array, ome=True, metadata=metadata, compression=compression
+        ),
     )
 
 
@@ -240,7 +267,8 @@ def _read_image(
     _check_shapes(raw, label, costmap, str(gt_path), str(cm_path), size_out, problems)
     if problems:
         return None, problems
-    return _training_image(name, raw, label, costmap, str(raw_path), ignore_index), []
+    image = _training_image(name, raw, label, costmap, str(raw_path), ignore_index)
+    return replace(image, voxel_size=voxel_size_of(raw_path)), []
 
 
 def _read_tiff(path: Path, problems: list[str]) -> np.ndarray | None:

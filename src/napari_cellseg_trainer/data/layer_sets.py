@@ -11,7 +11,7 @@ so they draw the same patches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +32,23 @@ class LayerSet:
     ----------
     name : the image's name (the Image layer's name); the folder's ``NAME``.
     raw : ZYX or CZYX, any numeric type (not yet normalised).
-    label : ZYX; every value > 0 is the structure (class 1), 0 is background.
+    label : ZYX. Dense (the default): every value > 0 is the structure (class 1; instance
+        labels too), 0 is background. Sparse: 0 is not painted (left out of the loss),
+        ``BACKGROUND`` (1) is painted background, any value >= 2 is painted structure.
     exclude : ZYX or None; voxels > 0 are left out of the loss (cost 0).
+    sparse : the labels are painted on a few slices or regions only.
+    voxel_size : (z, y, x) micrometres (the layer's scale), if known.
     """
 
     name: str
     raw: np.ndarray
     label: np.ndarray
     exclude: np.ndarray | None = None
+    sparse: bool = False
+    voxel_size: tuple[float, float, float] | None = None
+
+
+BACKGROUND = 1  # the painted background of sparse labels (0 is "not painted")
 
 
 def prepare(
@@ -50,8 +59,13 @@ def prepare(
     czyx = raw[np.newaxis] if raw.ndim == 3 else raw
     if czyx.ndim == 4:
         czyx = normalize(czyx.astype(np.float32, copy=False), recipe)
-    label = (np.asarray(item.label) > 0).astype(np.uint8)
-    costmap = np.ones(label.shape, np.float32)
+    painted = np.asarray(item.label)
+    if item.sparse:  # unpainted voxels count for nothing: only what was painted teaches
+        label = (painted > BACKGROUND).astype(np.uint8)
+        costmap = (painted > 0).astype(np.float32)
+    else:
+        label = (painted > 0).astype(np.uint8)
+        costmap = np.ones(label.shape, np.float32)
     if item.exclude is not None:
         exclude = np.asarray(item.exclude)
         if exclude.shape == label.shape:
@@ -70,7 +84,12 @@ def images_from_layers(
 ) -> list[TrainingImage]:
     """Training images from layer sets, checked like a folder (DataError lists every problem)."""
     arrays = [(*prepare(item, recipe), item.name) for item in items]
-    return images_from_arrays(arrays, nchannel, nclass, size_out)
+    images = images_from_arrays(arrays, nchannel, nclass, size_out)
+    recipe_id = recipe if isinstance(recipe, int) else None
+    return [
+        replace(image, normalized_by=recipe_id, voxel_size=item.voxel_size)
+        for image, item in zip(images, items, strict=True)
+    ]
 
 
 def export_training_folder(
@@ -80,7 +99,8 @@ def export_training_folder(
     paths: list[Path] = []
     for item in items:
         raw, label, costmap = prepare(item, recipe)
-        paths += write_training_image(folder, safe_name(item.name), raw, label, costmap)
+        name = safe_name(item.name)
+        paths += write_training_image(folder, name, raw, label, costmap, item.voxel_size)
     return paths
 
 

@@ -232,12 +232,18 @@ def sample_cache_folder(kind: str = "filaments") -> Path:
     return cache / "napari-cellseg-trainer" / f"sample_{kind}"
 
 
+def sample_paths(folder: str | Path, n_images: int = 3) -> list[Path]:
+    """The files :func:`write_sample_folder` writes into ``folder``."""
+    from .folder import CM_SUFFIX, GT_SUFFIX, RAW_SUFFIX
+
+    folder = Path(folder)
+    names = [f"sample_{i:02d}" for i in range(n_images)]
+    return [folder / f"{n}{suffix}" for n in names for suffix in (RAW_SUFFIX, GT_SUFFIX, CM_SUFFIX)]
+
+
 def ensure_sample_folder(kind: str = "filaments", folder: str | Path | None = None) -> Path:
     """The sample training folder of ``kind``, written first if any of its files is missing."""
     folder = Path(folder) if folder is not None else sample_cache_folder(kind)
-    names = [f"sample_{i:02d}" for i in range(3)]
-    suffixes = (".ome.tif", "_GT.ome.tif", "_CM.ome.tif")
-    expected = [folder / f"{n}{suffix}" for n in names for suffix in suffixes]
-    if not all(p.is_file() for p in expected):
+    if not all(p.is_file() for p in sample_paths(folder)):
         write_sample_folder(folder, kind=kind)
     return folder

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import PredictConfig
+from ..data.images import write_ome_tiff
 from ..errors import UserInputError
-from .images import write_ome_tiff
 
 _STEM_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".czi", ".nd2", ".lif", ".zarr")
 RESULT_MARKERS = ("_struct_segmentation", "_seg_", "_instances", "_probability")

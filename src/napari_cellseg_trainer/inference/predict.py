@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
-from .tiling import TILINGS, Accumulator, Corner, TilePlan, blend_window, pad_for_tiles, tile_starts
+from .progress import LayerProgress
+from .tiling import TILINGS, Accumulator, Corner, TilePlan, blend_window, tile_starts
 
 __all__ = [
     "RUNTIME_FLIPS",
@@ -22,7 +23,6 @@ __all__ = [
     "PredictionCancelled",
     "TileRunner",
     "blend_window",
-    "pad_for_tiles",
     "postprocess",
     "predict_volume",
     "resize",
@@ -63,7 +63,8 @@ def predict_volume(
         (tiles of size_out side by side, the last one aligned to the volume's end).
     overlap : fraction of a tile shared with its neighbour in blend mode.
     runtime_aug : average over the flips in ``RUNTIME_FLIPS``.
-    progress : called with (tiles done, tiles in all) after each batch.
+    progress : called with (tiles done, tiles in all) after each batch, and, for this
+        project's networks, with fractions of tiles as each layer of a pass finishes.
     should_cancel : checked between batches; True raises PredictionCancelled.
     out : a preallocated (n_pairs, Z, Y, X) float32 array (e.g. a memmap) to fill.
     planes : (start, stop): predict only these output planes (the rest of the volume still
@@ -71,18 +72,59 @@ def predict_volume(
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (C, Z, Y, X), got shape {image.shape}")
-    plan = TilePlan.make(image.shape[1:], size_in, size_out, tiling, overlap, planes)
-    padded = pad_for_tiles(image.astype(np.float32, copy=False), plan.size_in, plan.size_out)
+    grid = getattr(model, "yx_grid", 1)  # our networks' pooling stride in y and x
+    plan = TilePlan.make(image.shape[1:], size_in, size_out, tiling, overlap, planes, grid)
     accumulator = Accumulator(plan, len(output_pairs), out)
     runner = TileRunner(model, torch.device(device), output_pairs, runtime_aug)
-    done, total = 0, len(plan.corners)
-    with runner:
-        for corners, probabilities in runner.run(plan, padded, batch_size, should_cancel):
+    tracker = _TileCounter(len(plan.corners), batch_size, progress, model, plan, runtime_aug)
+    with runner, tracker:
+        for corners, probabilities in runner.run(plan, image, batch_size, should_cancel):
             accumulator.add(corners, probabilities)
-            done += len(corners)
-            if progress is not None:
-                progress(done, total)
+            tracker.batch_done(len(corners))
     return accumulator.result()
+
+
+class _TileCounter:
+    """Tiles done, reported after each batch and (our networks) during each pass."""
+
+    def __init__(
+        self,
+        total: int,
+        batch_size: int,
+        progress: Callable[[float, int], None] | None,
+        model: torch.nn.Module,
+        plan: TilePlan,
+        runtime_aug: bool,
+    ) -> None:
+        self.total, self.progress, self.size_in = total, progress, plan.size_in
+        self.done = 0
+        self.batch = batch_size  # tiles in a pass (the last one may hold fewer)
+        self.passes = len(RUNTIME_FLIPS) if runtime_aug else 1
+        self.layers = LayerProgress(model, self._inside_pass) if progress else None
+        self._pass = 0
+        self._last = 0.0
+
+    def __enter__(self) -> _TileCounter:
+        if self.layers is not None:
+            self.layers.start(self.size_in)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.layers is not None:
+            self.layers.stop()
+
+    def batch_done(self, tiles: int) -> None:
+        self.done += tiles
+        self._pass, self._last = 0, 0.0
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def _inside_pass(self, fraction: float) -> None:
+        if fraction < self._last:  # a new pass began (runtime augmentation's flips)
+            self._pass += 1
+        self._last = fraction
+        part = min(1.0, (self._pass + fraction) / self.passes)
+        self.progress(self.done + part * min(self.batch, self.total - self.done), self.total)
 
 
 class TileRunner:
@@ -115,7 +157,7 @@ class TileRunner:
     def run(
         self,
         plan: TilePlan,
-        padded: np.ndarray,
+        image: np.ndarray,
         batch_size: int,
         should_cancel: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[tuple[Corner, ...], np.ndarray]]:
@@ -124,7 +166,7 @@ class TileRunner:
         for corners in plan.batches(batch_size):
             if should_cancel is not None and should_cancel():
                 raise PredictionCancelled
-            tiles = torch.from_numpy(plan.cut(padded, corners)).to(self.device)
+            tiles = torch.from_numpy(plan.cut(image, corners)).to(self.device)
             with torch.inference_mode():
                 probs = _tile_probs(self.model, tiles, self.pairs, self.runtime_aug)
             if self.device.type != "cuda":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,13 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import PredictConfig, set_field
+from ..data.images import ImageReadError, read_microscopy
+from ..devices import release_freed_memory
 from ..distributed import rank_device, world_from_env
-from ..normalization import normalize
-from .images import ImageReadError, read_microscopy
+from ..normalization import RECIPES, normalize
 from .outputs import check_outputs, is_result_file, output_paths, write_results
 from .predict import postprocess, predict_volume, resize
+from .tile_choice import TileChoice, TileChoiceError, choose_tile, memory_budget
 
 Progress = Callable[[int, int], None]
 
@@ -31,7 +35,52 @@ def config_from_network(network, model_path: str | Path = "") -> PredictConfig:
 
 def config_from_checkpoint(checkpoint: str | Path) -> PredictConfig:
     """A prediction config whose model settings come from a checkpoint that carries its config."""
-    return config_from_network(ckpt.load_checkpoint(checkpoint).network(), checkpoint)
+    return defaults_from_checkpoint(ckpt.load_checkpoint(checkpoint)).config
+
+
+@dataclass(frozen=True)
+class CheckpointDefaults:
+    """What a checkpoint says about predicting with it."""
+
+    config: PredictConfig  # its model settings, its normalisation, size_in auto
+    voxel_size: tuple[float, float, float] | None  # of its training images, when recorded
+    note: str  # how the normalisation was chosen, in words
+    threshold: float | None = None  # the best threshold on the held-out slabs, when measured
+
+
+def defaults_from_checkpoint(loaded: ckpt.Checkpoint) -> CheckpointDefaults:
+    """The prediction settings that match how the model was trained.
+
+    The normalisation is the recipe the training raw went through (recorded since this
+    version); for raw used as given (a training folder, normalised by the user) it is min-max,
+    which maps such files to [0, 1] again.
+    """
+    cfg = config_from_network(loaded.network(), loaded.path or "")
+    cfg.size_in = cfg.size_out = "auto"
+    recipe = loaded.extra.get("normalization")
+    if isinstance(recipe, int) and not isinstance(recipe, bool) and recipe in RECIPES:
+        cfg.Normalization = recipe
+        note = f"normalisation as in training: recipe {recipe} ({RECIPES[recipe][0]})"
+    else:
+        cfg.Normalization = 0
+        note = "the training raw was used as given: predicting with min-max to [0, 1] (recipe 0)"
+    voxel = loaded.extra.get("voxel_size")
+    if not (isinstance(voxel, list | tuple) and len(voxel) == 3):
+        voxel = None
+    threshold = loaded.extra.get("threshold")
+    threshold = float(threshold) if isinstance(threshold, float) and 0 < threshold < 1 else None
+    voxel = tuple(float(v) for v in voxel) if voxel else None
+    return CheckpointDefaults(cfg, voxel, note, threshold)
+
+
+def resize_for(image_voxel, model_voxel, tolerance: float = 0.1) -> list[float] | None:
+    """ResizeRatio that brings an image to the model's voxel size, or None when they agree."""
+    if image_voxel is None or model_voxel is None:
+        return None
+    ratio = [float(i) / float(m) for i, m in zip(image_voxel, model_voxel, strict=True)]
+    if all(abs(r - 1) <= tolerance for r in ratio):
+        return None
+    return [round(r, 3) for r in ratio]
 
 
 def _get(obj, key: str):
@@ -78,13 +127,26 @@ def select_channels(image: np.ndarray, channels: list[int], source: str | Path) 
     return np.stack([image[c] for c in channels]).astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class Callbacks:
+    """What a prediction reports while it runs, and how it is cancelled.
+
+    progress : (tiles done, tiles in all), fractions included, as work finishes.
+    should_cancel : checked between batches; True raises PredictionCancelled.
+    note : one line about a choice made on the way (the tile chosen, a retry).
+    """
+
+    progress: Progress | None = None
+    should_cancel: Callable[[], bool] | None = None
+    note: Callable[[str], None] | None = None
+
+
 def segment(
     model: torch.nn.Module,
     image: np.ndarray,
     cfg: PredictConfig,
     device: torch.device,
-    progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
+    callbacks: Callbacks | None = None,
     planes: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Normalise, resize, predict and post-process one (C, Z, Y, X) image: (n_pairs, Z, Y, X).
@@ -92,8 +154,17 @@ def segment(
     ``planes`` (start, stop) limits the output to those z planes: the image is normalised whole
     (the recipes' statistics are the volume's), then only the tiles covering those planes are
     predicted, the planes around them serving as z context. It needs ``ResizeRatio`` 1 in z (a
-    resized z axis has no plane-for-plane correspondence).
+    resized z axis has no plane-for-plane correspondence). With ``size_in: auto`` the tile is
+    chosen for what is predicted (:func:`choose_tile_for`), and halved when it runs out of
+    memory.
     """
+    callbacks = callbacks or Callbacks()
+    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise ImageReadError(
+            f"the image holds {bad} NaN or infinite value(s): they would spread through the "
+            "normalisation and the network; replace them first"
+        )
     image = normalize(image, cfg.Normalization)
     ratio = tuple(cfg.ResizeRatio)
     resized = any(r != 1 for r in ratio)
@@ -106,31 +177,110 @@ def segment(
         if planes is not None:
             shape = (planes[1] - planes[0], *shape[1:])
         image = np.stack([resize(ch, ratio, order=1) for ch in image])
-    pairs = tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True))
-    prob = predict_volume(
-        model,
-        image,
-        cfg.size_in,
-        cfg.size_out,
-        output_pairs=pairs,
-        tiling=cfg.tiling,
-        overlap=cfg.overlap,
-        batch_size=cfg.batch_size,
-        runtime_aug=cfg.RuntimeAug,
-        device=device,
-        progress=progress,
-        should_cancel=should_cancel,
-        planes=planes,
-    )
+    prob = _predict_with_retries(model, image, cfg, device, callbacks, planes)
+    if not np.isfinite(prob).all():
+        raise ImageReadError("the model's output holds NaN values (its weights are broken?)")
     if resized:
         prob = np.stack([resize(p, ratio, order=1, target_shape=shape) for p in prob])
     minmax = cfg.tiling == "established"  # the established tool rescales each output to [0, 1]
     return np.stack([postprocess(p, threshold=cfg.Threshold, minmax=minmax) for p in prob])
 
 
+def choose_tile_for(
+    cfg: PredictConfig,
+    shape: tuple[int, ...],
+    device: torch.device,
+    planes: tuple[int, int] | None = None,
+    max_voxels: int | None = None,
+) -> TileChoice:
+    """The automatic tile for a (Z, Y, X) volume (or some of its planes) on ``device``.
+
+    The budget is the device's (:func:`.tile_choice.memory_budget`) less, on a CPU, the
+    prediction's own arrays (about 3 x the volume and its output, in float32).
+    """
+    region = (planes[1] - planes[0], *shape[1:]) if planes is not None else tuple(shape)
+    budget = memory_budget(device)
+    if device.type != "cuda":
+        budget -= 3 * 4 * math.prod(shape) * (cfg.nchannel + len(cfg.OutputCh) // 2)
+    return choose_tile(
+        cfg.model.name,
+        region,
+        budget,
+        zoom_ratio=cfg.model.zoom_ratio,
+        nchannel=cfg.nchannel,
+        tiling=cfg.tiling,
+        overlap=cfg.overlap,
+        batch_size=cfg.batch_size,
+        max_voxels=max_voxels,
+    )
+
+
+def _predict_with_retries(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    cfg: PredictConfig,
+    device: torch.device,
+    callbacks: Callbacks,
+    planes: tuple[int, int] | None,
+) -> np.ndarray:
+    """predict_volume with the config's tile, or the automatic one (halved on out of memory)."""
+    choice = None
+    size_in, size_out, batch = cfg.size_in, cfg.size_out, cfg.batch_size
+    if cfg.size_in == "auto":
+        choice = choose_tile_for(cfg, image.shape[1:], device, planes)
+        if callbacks.note is not None:
+            callbacks.note(str(choice))
+    while True:
+        if choice is not None:
+            size_in, size_out, batch = choice.size_in, choice.size_out, choice.batch_size
+        try:
+            return predict_volume(
+                model,
+                image,
+                size_in,
+                size_out,
+                output_pairs=tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True)),
+                tiling=cfg.tiling,
+                overlap=cfg.overlap,
+                batch_size=batch,
+                runtime_aug=cfg.RuntimeAug,
+                device=device,
+                progress=callbacks.progress,
+                should_cancel=callbacks.should_cancel,
+                planes=planes,
+            )
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            if not _out_of_memory(err) or choice is None:
+                raise
+            half = math.prod(choice.size_in) // 2
+            try:
+                smaller = choose_tile_for(cfg, image.shape[1:], device, planes, half)
+            except TileChoiceError:
+                raise err from None  # already the smallest tile: the memory is not there
+            if callbacks.note is not None:
+                callbacks.note(f"out of memory with tile {list(size_in)}; retrying with {smaller}")
+            choice = smaller
+            release_freed_memory()
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A failed allocation (CUDA, the CPU allocator or numpy), not another runtime error."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(err).lower()
+    return "can't allocate memory" in text or "not enough memory" in text
+
+
+PREVIEW_PLANES = 5  # with size_in auto: the plane in view and two on either side
+
+
 def plane_window(depth: int, center: int, cfg: PredictConfig) -> tuple[int, int]:
-    """The output planes a quick preview computes around plane ``center``: one tile's depth."""
-    planes = min(depth, cfg.size_out[0])
+    """The output planes a quick preview computes around plane ``center``.
+
+    One tile's depth with an explicit tile; with ``size_in: auto`` a few planes, for which the
+    cheapest tile is then chosen: one layer of tiles, a few slices thick.
+    """
+    planes = min(depth, PREVIEW_PLANES if cfg.size_in == "auto" else cfg.size_out[0])
     start = min(max(0, center - planes // 2), depth - planes)
     return start, start + planes
 
@@ -141,8 +291,12 @@ def run_prediction(
     files: list[Path] | None = None,
     model: torch.nn.Module | None = None,
     overwrite: bool = False,
+    notes: Callable[[str, str], None] | None = None,
 ) -> list[Path]:
     """Segment every input of ``cfg``; return the paths written.
+
+    ``progress`` is called with (image label, tiles done, tiles in all), ``notes`` with (image
+    label, a line about a choice made, e.g. the automatic tile).
 
     Every output path is checked before the first tile is computed (:mod:`.outputs`). Under
     torchrun (WORLD_SIZE > 1) each process segments its own share of the files, on its own GPU
@@ -159,9 +313,12 @@ def run_prediction(
         image = read_microscopy(source)
         for t, volume in enumerate(image.data):
             label = f"{source.name}" + (f" T={t}" if cfg.mode.timelapse else "")
-            report = functools.partial(progress, label) if progress else None
+            callbacks = Callbacks(
+                progress=functools.partial(progress, label) if progress else None,
+                note=functools.partial(notes, label) if notes else None,
+            )
             result = segment(
-                model, select_channels(volume, cfg.InputCh, source), cfg, device, report
+                model, select_channels(volume, cfg.InputCh, source), cfg, device, callbacks
             )
             paths = output_paths(cfg, source, t if cfg.mode.timelapse else None)
             written += write_results(paths, result, image.voxel_size)

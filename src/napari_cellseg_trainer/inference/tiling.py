@@ -9,6 +9,7 @@ probabilities into one preallocated output (weighted by a smooth window when ble
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,28 @@ def tile_starts(length: int, out: int, stride: int) -> list[int]:
     return starts
 
 
+def axis_starts(
+    length: int, out: int, tiling: str = "blend", overlap: float = 0.25, grid: int = 1
+) -> list[int]:
+    """Tile corners along one axis of ``length`` for outputs of ``out``.
+
+    established: tiles side by side, the last one aligned to the end. blend: tiles overlapping
+    by about ``overlap``, every corner on a multiple of ``grid``; the last tile may reach past
+    the end (its window is padded there). ``grid`` is the network's pooling stride along the
+    axis (8 in y and x for unet_xy): tiles on one grid pool the same voxels together, so each
+    output voxel is the same whichever tile computes it, and any tile size gives the same map.
+    """
+    if tiling != "blend":
+        return tile_starts(max(length, out), out, out)
+    stride = max(1, int(round(out * (1 - overlap))))
+    if grid > 1:
+        stride = max(grid, stride // grid * grid)
+    if grid == 1:
+        return tile_starts(max(length, out), out, stride)
+    count = 1 + max(0, math.ceil((length - out) / stride))
+    return [i * stride for i in range(count)]
+
+
 def blend_window(size_out: Sequence[int]) -> np.ndarray:
     """Separable raised-cosine weights for one tile, never reaching zero (float32)."""
     axes = []
@@ -44,9 +67,9 @@ class TilePlan:
     """The tiles that predict output planes ``asked`` of a (Z, Y, X) volume.
 
     At least one tile's depth of planes is computed (all real data where the volume allows):
-    planes ``first .. stop``, padded up to a whole tile where the volume is smaller than one.
-    Corners are relative to plane ``first``; the input window of a corner starts at the same
-    corner of the volume padded by the margin (see :func:`pad_for_tiles`).
+    planes ``first .. stop``. Corners are relative to plane ``first``; ``full`` is the region
+    the tiles cover, at least the computed one (it reaches past the volume where a tile does).
+    The input window of a corner starts at the same corner of the volume :meth:`pad` returns.
     """
 
     shape: tuple[int, int, int]
@@ -57,6 +80,7 @@ class TilePlan:
     first: int
     stop: int
     corners: tuple[Corner, ...]
+    full: tuple[int, int, int]
 
     @classmethod
     def make(
@@ -67,7 +91,9 @@ class TilePlan:
         tiling: str = "blend",
         overlap: float = 0.25,
         planes: tuple[int, int] | None = None,
+        grid: int = 1,
     ) -> TilePlan:
+        """``grid``: the network's pooling stride in y and x (blend tiles start on it)."""
         if tiling not in TILINGS:
             raise ValueError(f"tiling must be one of {TILINGS}, got {tiling!r}")
         depth = int(shape[0])
@@ -79,12 +105,11 @@ class TilePlan:
         first = min(asked[0], depth - need)
         stop = max(asked[1], first + need)
         region = (stop - first, int(shape[1]), int(shape[2]))
-        full = tuple(max(s, o) for s, o in zip(region, size_out, strict=True))
-        if tiling == "blend":
-            strides = [max(1, int(round(o * (1 - overlap)))) for o in size_out]
-        else:
-            strides = list(size_out)
-        starts = [tile_starts(n, o, s) for n, o, s in zip(full, size_out, strides, strict=True)]
+        starts = [
+            axis_starts(n, o, tiling, overlap, g)
+            for n, o, g in zip(region, size_out, (1, grid, grid), strict=True)
+        ]
+        full = tuple(max(n, s[-1] + o) for n, s, o in zip(region, starts, size_out, strict=True))
         return cls(
             shape=(depth, int(shape[1]), int(shape[2])),
             size_in=tuple(int(v) for v in size_in),  # type: ignore[arg-type]
@@ -94,42 +119,63 @@ class TilePlan:
             first=first,
             stop=stop,
             corners=tuple(itertools.product(*starts)),  # type: ignore[arg-type]
+            full=full,  # type: ignore[arg-type]
         )
-
-    @property
-    def full(self) -> tuple[int, int, int]:
-        """The computed region (planes first..stop), grown to one tile where it is smaller."""
-        region = (self.stop - self.first, self.shape[1], self.shape[2])
-        return tuple(max(s, o) for s, o in zip(region, self.size_out, strict=True))  # type: ignore[return-value]
 
     def batches(self, batch_size: int) -> Iterator[tuple[Corner, ...]]:
         for begin in range(0, len(self.corners), batch_size):
             yield self.corners[begin : begin + batch_size]
 
-    def input_window(self, corner: Corner) -> tuple[slice, slice, slice]:
-        """Where the input of the tile at ``corner`` lies in the padded volume."""
-        z, y, x = corner
-        dz, dy, dx = self.size_in
-        z += self.first
-        return slice(z, z + dz), slice(y, y + dy), slice(x, x + dx)
-
     def output_region(self, corner: Corner) -> tuple[slice, slice, slice]:
         """Where the output of the tile at ``corner`` lies in the computed region."""
         return tuple(slice(c, c + o) for c, o in zip(corner, self.size_out, strict=True))  # type: ignore[return-value]
 
-    def cut(self, padded: np.ndarray, corners: Sequence[Corner]) -> np.ndarray:
-        """The (N, C, *size_in) input tiles at ``corners`` of a padded (C, Z, Y, X) volume."""
-        return np.stack([padded[(slice(None), *self.input_window(c))] for c in corners])
+    def cut(self, image, corners: Sequence[Corner]) -> np.ndarray:
+        """The (N, C, *size_in) float32 input tiles at ``corners`` of a (C, Z, Y, X) volume.
+
+        Each tile reads only its own window of ``image`` (a numpy array, or any array that
+        slices like one: a memory map, zarr, dask), padded where it reaches past the volume as
+        the established tool pads the whole volume: by the margin, y and x mirrored
+        (symmetric), z with zeros. No padded copy of the volume is ever made.
+        """
+        tiles = np.empty((len(corners), image.shape[0], *self.size_in), dtype=np.float32)
+        for tile, corner in zip(tiles, corners, strict=True):
+            self._fill(tile, image, corner)
+        return tiles
+
+    def _fill(self, tile: np.ndarray, image, corner: Corner) -> None:
+        margin = margin_of(self.size_in, self.size_out)
+        starts = (corner[0] + self.first - margin[0], corner[1] - margin[1], corner[2] - margin[2])
+        lengths = image.shape[1:]
+        inside = all(
+            0 <= s and s + n <= length
+            for s, n, length in zip(starts, self.size_in, lengths, strict=True)
+        )
+        if inside:  # most tiles: one plain slice
+            box = tuple(slice(s, s + n) for s, n in zip(starts, self.size_in, strict=True))
+            tile[...] = image[(slice(None), *box)]
+            return
+        z = np.arange(starts[0], starts[0] + self.size_in[0])
+        y, x = (
+            _mirrored(np.arange(s, s + n), length)
+            for s, n, length in zip(starts[1:], self.size_in[1:], lengths[1:], strict=True)
+        )
+        planes = (z >= 0) & (z < lengths[0])
+        tile[:, ~planes] = 0
+        if not planes.any():
+            return
+        zs = z[planes]
+        # read the bounding box once (chunk-friendly for zarr), then pick within it
+        block = image[:, zs[0] : zs[-1] + 1, y.min() : y.max() + 1, x.min() : x.max() + 1]
+        picked = np.ix_(range(tile.shape[0]), zs - zs[0], y - y.min(), x - x.min())
+        tile[:, planes] = np.asarray(block)[picked]
 
 
-def pad_for_tiles(image: np.ndarray, size_in: Sequence[int], size_out: Sequence[int]) -> np.ndarray:
-    """Pad (C, Z, Y, X) by the margin (z zeros, y/x mirror), and up to one tile if smaller."""
-    margin = margin_of(size_in, size_out)
-    pads = [
-        (m, m + max(0, o - n)) for m, o, n in zip(margin, size_out, image.shape[1:], strict=True)
-    ]
-    padded = np.pad(image, [(0, 0), (0, 0), pads[1], pads[2]], mode="symmetric")
-    return np.pad(padded, [(0, 0), pads[0], (0, 0), (0, 0)], mode="constant")
+def _mirrored(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices reflected into 0..length-1 as numpy's "symmetric" padding reflects them."""
+    period = 2 * length
+    index = np.mod(index, period)
+    return np.where(index < length, index, period - 1 - index)
 
 
 class Accumulator:

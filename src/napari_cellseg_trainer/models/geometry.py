@@ -41,6 +41,16 @@ def _zoom(model: str, zoom_ratio: int) -> int:
     return zoom_ratio if model == "unet_xy_zoom" else 1
 
 
+def yx_grid(model: str, zoom_ratio: int = 3) -> int:
+    """The network's pooling stride in y and x: 8 (three poolings by 2), times zoom_ratio.
+
+    Tiles whose corners lie on this grid pool the same voxels together, so their outputs agree
+    voxel for voxel where they overlap.
+    """
+    _check_model(model, zoom_ratio)
+    return 8 * _zoom(model, zoom_ratio)
+
+
 def min_size_in(model: str, zoom_ratio: int = 3) -> tuple[int, int, int]:
     _check_model(model, zoom_ratio)
     k = _zoom(model, zoom_ratio)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from ..errors import UserInputError
@@ -36,28 +37,90 @@ class MemoryBudgetError(UserInputError, ValueError):
     """A memory budget that is unreadable or too small for any patch."""
 
 
-@lru_cache(maxsize=64)
-def layer_elements(
-    model: str, size_in: tuple[int, int, int], zoom_ratio: int = 3, nchannel: int = 1
-) -> int:
-    """Elements of all leaf layers' outputs in a forward pass of one patch (shapes only)."""
-    geometry.size_out(model, size_in, zoom_ratio)  # refuse invalid sizes with the usual message
+@dataclass(frozen=True)
+class LayerShapes:
+    """Every leaf layer's output of one network, as affine functions of the input size.
+
+    Valid convolutions subtract constants and the poolings divide y and x exactly (for valid
+    sizes), so each layer's output length along an axis is ``a * input + b``. Two forward
+    passes on the meta device (shapes only) fix ``a`` and ``b``; after that the elements of
+    every layer, for any valid size and any number of sizes at once, are a few multiplications.
+    """
+
+    channels: np.ndarray  # (n_layers,)
+    slopes: np.ndarray  # (n_layers, 3)
+    offsets: np.ndarray  # (n_layers, 3)
+    work: np.ndarray  # (n_layers,) multiply-adds per output element (1 for non-convolutions)
+
+    def elements(self, z, y, x) -> np.ndarray:
+        """Elements of all layers' outputs for one patch; broadcasts over arrays of sizes."""
+        return (self._per_layer(z, y, x) * self.channels).sum(axis=-1)
+
+    def multiply_adds(self, z, y, x) -> np.ndarray:
+        """Multiply-adds of a forward pass of one patch (what its time is proportional to)."""
+        return (self._per_layer(z, y, x) * self.channels * self.work).sum(axis=-1)
+
+    def _per_layer(self, z, y, x) -> np.ndarray:
+        z, y, x = (np.asarray(v, dtype=np.float64)[..., None] for v in (z, y, x))
+        a, b = self.slopes, self.offsets
+        return (a[:, 0] * z + b[:, 0]) * (a[:, 1] * y + b[:, 1]) * (a[:, 2] * x + b[:, 2])
+
+
+@lru_cache(maxsize=16)
+def layer_shapes(model: str, zoom_ratio: int = 3, nchannel: int = 1) -> LayerShapes:
+    """The :class:`LayerShapes` of a model, from forward passes at two valid sizes."""
+    small = geometry.min_size_in(model, zoom_ratio)
+    yx = geometry.valid_yx(model, zoom_ratio, lo=small[1] + 1, hi=small[1] * 3)
+    large = (small[0] + 7, yx[1], yx[2])  # different steps per axis keep the axes apart
+    first, second = (
+        _leaf_shapes(model, small, zoom_ratio, nchannel),
+        _leaf_shapes(model, large, zoom_ratio, nchannel),
+    )
+    channels = np.array([c for c, _, _ in first], dtype=np.float64)
+    work = np.array([w for _, _, w in first], dtype=np.float64)
+    lengths = [np.array([s for _, s, _ in shapes], dtype=np.float64) for shapes in (first, second)]
+    slopes = (lengths[1] - lengths[0]) / (np.array(large) - np.array(small))
+    offsets = lengths[0] - slopes * np.array(small)
+    return LayerShapes(channels, slopes, offsets, work)
+
+
+def _leaf_shapes(
+    model: str, size_in: tuple[int, int, int], zoom_ratio: int, nchannel: int
+) -> list[tuple[int, tuple[int, int, int], float]]:
+    """(channels, (z, y, x), work) of every leaf layer's output for one patch (meta device)."""
     with torch.device("meta"):
         net = build_model(model, nchannel=nchannel, zoom_ratio=zoom_ratio)
-    total = 0
+    found: list[tuple[int, tuple[int, int, int], float]] = []
 
-    def count(_module: torch.nn.Module, _inputs: object, output: object) -> None:
-        nonlocal total
-        outs = output if isinstance(output, list | tuple) else [output]
-        total += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+    def record(module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        shape = tuple(int(v) for v in output.shape[2:])
+        found.append((int(output.shape[1]), shape, _work_per_output(module)))
 
-    hooks = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
     try:
-        net(torch.empty(1, nchannel, *size_in, device="meta"))
+        with torch.no_grad():
+            net(torch.empty(1, nchannel, *size_in, device="meta"))
     finally:
         for h in hooks:
             h.remove()
-    return total
+    return found
+
+
+def _work_per_output(module: torch.nn.Module) -> float:
+    """Multiply-adds per output element: a convolution's inputs per output, else 1."""
+    if isinstance(module, torch.nn.ConvTranspose3d):
+        return module.in_channels * math.prod(module.kernel_size) / math.prod(module.stride)
+    if isinstance(module, torch.nn.Conv3d):
+        return module.in_channels * math.prod(module.kernel_size)
+    return 1.0
+
+
+def layer_elements(
+    model: str, size_in: Sequence[int], zoom_ratio: int = 3, nchannel: int = 1
+) -> int:
+    """Elements of all leaf layers' outputs in a forward pass of one patch."""
+    geometry.size_out(model, size_in, zoom_ratio)  # refuse invalid sizes with the usual message
+    return int(round(float(layer_shapes(model, zoom_ratio, nchannel).elements(*size_in))))
 
 
 @lru_cache(maxsize=8)
@@ -75,6 +138,23 @@ def training_bytes(
     acts = layer_elements(model, size, zoom_ratio, nchannel) * batch_size * BYTES_PER_ELEMENT
     params = parameter_count(model, zoom_ratio, nchannel) * BYTES_PER_PARAMETER
     return int(acts + params + FIXED_BYTES)
+
+
+# Fitted to peaks measured on CPU in inference mode (unet_xy, batch 1 and 2, size_in from
+# [29, 92, 92] to [128, 188, 188]; unet_xy_zoom(3) [40|52, 300|372, 300|372]; see
+# docs/patch_sizes.md): 0.94-1.25 bytes per layer-output element at the peak, plus ~70 MB.
+# Planned with 1.4 and 80 MB so that the prediction never exceeds the estimate.
+INFERENCE_BYTES_PER_ELEMENT = 1.4
+INFERENCE_FIXED_BYTES = 80 * 2**20
+
+
+def inference_bytes(
+    model: str, size_in: Sequence[int], batch_size: int, zoom_ratio: int = 3, nchannel: int = 1
+) -> int:
+    """Predicted peak memory of one forward pass in inference mode (no autograd), fp32."""
+    acts = layer_elements(model, size_in, zoom_ratio, nchannel) * batch_size
+    params = parameter_count(model, zoom_ratio, nchannel) * 4
+    return int(acts * INFERENCE_BYTES_PER_ELEMENT + params + INFERENCE_FIXED_BYTES)
 
 
 @dataclass(frozen=True)

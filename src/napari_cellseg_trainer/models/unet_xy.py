@@ -65,6 +65,11 @@ class _UNetXYBase(nn.Module):
         p2 = center_crop(self.predict2a(self.conv2a(self.up2a(u2))), *crop2)
         return p1, p2
 
+    @property
+    def yx_grid(self) -> int:
+        """The pooling stride in y and x (see :func:`.geometry.yx_grid`)."""
+        return geometry.yx_grid(self.model_name, getattr(self, "zoom_ratio", 3))
+
     def size_out(self, size_in: Sequence[int]) -> tuple[int, int, int]:
         return geometry.size_out(self.model_name, size_in, getattr(self, "zoom_ratio", 3))
 

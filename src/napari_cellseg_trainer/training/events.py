@@ -18,6 +18,10 @@ class TrainingStarted:
     epochs: int
     start_iteration: int
     precision: str = "fp32"  # the step's arithmetic: fp32, bf16 or fp16 (mixed)
+    folder: Path | None = None  # where the run writes its checkpoints and metrics
+    minutes: float | None = None  # the time budget, if any
+    normalization: str = "as given"  # how the training raw was normalised
+    n_holdout_slabs: int = 0  # images with a held-out slab (holdout > 0)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,27 @@ class ValidationDone:
 
 
 @dataclass(frozen=True)
+class HoldoutScore:
+    """The IoU (at 0.5, within the cost map) of the held-out slabs after an epoch."""
+
+    epoch: int
+    iteration: int
+    iou: float  # at threshold 0.5
+    best: float  # the best IoU at 0.5 so far
+    best_epoch: int
+    threshold: float = 0.5  # the threshold with the highest IoU now
+    iou_at_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know: a warning about the data, a save that failed, a plateau."""
+
+    text: str
+    level: str = "warning"  # "warning" or "info"
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     epoch: int
     iteration: int
@@ -72,11 +97,12 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    reason: str  # "completed" or "stopped"
+    reason: str  # "completed", "stopped", "time budget" or "early stop"
     epoch: int
     iteration: int
     checkpoint: Path | None
     weights_digest: str = ""  # SHA-1 prefix of the final weights (equal on every rank)
+    detail: str = ""  # why, in words (e.g. the early stop's figures)
 
 
 Event = (
@@ -86,6 +112,8 @@ Event = (
     | PreviewPatch
     | EpochEnd
     | ValidationDone
+    | HoldoutScore
+    | Notice
     | CheckpointSaved
     | TrainingFinished
 )

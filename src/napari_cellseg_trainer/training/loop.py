@@ -1,8 +1,8 @@
 """The training loop: a generator of small events, readable top to bottom.
 
 ``train(cfg)`` yields :mod:`.events` as it goes. It never prints and never touches a GUI; it
-checks ``stop`` between batches and, when asked to stop, saves a checkpoint before returning.
-The state it works on, and every event, come from a :class:`.run.TrainingRun`.
+checks ``stop`` (and the time budget) between batches and, when it stops, saves a checkpoint
+before returning. The state it works on, and every event, come from a :class:`.run.TrainingRun`.
 """
 
 from __future__ import annotations
@@ -33,33 +33,33 @@ def train(
     stop = stop or threading.Event()
     run = TrainingRun(cfg, images)
     try:
-        yield run.started()
+        yield from run.started()
         while run.epoch < cfg.epochs:
-            yield from _present(run.draw_patches())
+            yield from run.draw_patches()
             losses: list[float] = []
             epoch_start = time.perf_counter()
             for batch in run.batches():
-                if run.stop_requested(stop.is_set()):
-                    yield from _present(run.save_stopped())
-                    yield run.finished("stopped")
+                reason = run.stop_reason(stop.is_set())
+                if reason:
+                    yield from run.save_stopped()
+                    yield run.finished(reason)
                     return
                 step_start = time.perf_counter()
                 result = run.train_step(batch)
                 losses.append(result.loss)
                 seconds = time.perf_counter() - step_start
                 yield IterationEnd(run.epoch, run.iteration, result.loss, seconds)
-                yield from _present(run.preview(batch, result))
+                yield from run.preview(batch, result)
             run.epoch += 1
             seconds = time.perf_counter() - epoch_start
             yield EpochEnd(run.epoch, float(np.mean(losses)), run.iteration, seconds)
-            yield from _present(run.validate())
-            yield from _present(run.save_due())
+            yield from run.validate()
+            yield from run.score_holdout()
+            yield from run.save_due()
+            if run.plateau.should_stop:
+                yield from run.save_stopped()
+                yield run.finished("early stop", run.plateau.reason())
+                return
     finally:
         run.close()
     yield run.finished("completed")
-
-
-def _present(event: Event | None) -> Iterator[Event]:
-    """The event, if the run made one (steps that are not due, or not this rank's, make none)."""
-    if event is not None:
-        yield event

@@ -1,15 +1,17 @@
 """A training run's state, set up once: world, device, data, network and optimiser, patch buffer.
 
-:func:`.loop.train` drives it; every event it yields is made here. Under torchrun every rank
-holds a run; the methods that write files or show previews do so on rank 0 only and return
-None elsewhere, so the loop reads the same on every rank.
+:func:`.loop.train` drives it; every event it yields is made here, and each step returns a list
+of events (empty when it is not due, or not this rank's). Under torchrun every rank holds a run;
+the methods that write files or show previews do so on rank 0 only.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +20,29 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data import PatchBuffer, PatchSet, TrainingImage, iter_batches, load_folder
-from ..devices import describe_device
-from ..distributed import (
-    any_rank,
-    current_world,
-    rank_device,
-    rank_rng,
-    run_seed,
-    weights_digest,
-)
+from ..data.quality import check_trainable, data_warnings
+from ..data.sampling import Sampling
+from ..devices import available_ram, describe_device
+from ..distributed import any_rank, current_world, rank_device, rank_rng, run_seed, weights_digest
+from ..files import remove_dead_temporaries
 from ..models import geometry
+from ..normalization import normalize
 from .events import (
     BufferDrawn,
     CheckpointSaved,
+    Event,
+    HoldoutScore,
+    Notice,
     PreviewPatch,
     TrainingFinished,
     TrainingStarted,
     ValidationDone,
 )
-from .step import StepResult, TrainingStep
-from .validation import split_validation, validate
+from .folders import output_folder, resumed_checkpoint
+from .holdout import Plateau, split_holdout
+from .schedule import RunClock
+from .step import StepResult, TrainingError, TrainingStep
+from .validation import holdout_iou, split_validation, validate
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -55,27 +60,30 @@ class TrainingRun:
         shared = np.random.default_rng(seed)  # alike on every rank: the validation split
         self.rng = rank_rng(shared, seed, world)
         torch.manual_seed(seed)  # DDP then starts every rank from rank 0's weights
-        if images is None:
-            images = load_folder(
-                cfg.loader.datafolder,
-                cfg.nchannel,
-                min(cfg.nclass),
-                cfg.size_out,
-                cfg.loss.ignore_index,
-            )
-        self.train_images, self.val_images = split_validation(images, cfg.validation, shared)
+        images, self.recipe = prepared_images(cfg, images)
+        self.warnings = data_warnings(images, self.recipe is None)
+        self.voxel_size = cfg.voxel_size or _common(im.voxel_size for im in images)
+        images, self.val_images = split_validation(images, cfg.validation, shared)
+        self.train_images, self.slabs = split_holdout(images, cfg.holdout, cfg.size_out)
         self.step = TrainingStep(cfg, self.device, world)
         self.epoch = self.iteration = 0
-        if cfg.resume:  # every rank loads the same full checkpoint, whatever the number of ranks
-            loaded = ckpt.load_checkpoint(ckpt.resolve_resume(cfg.resume), self.device)
+        resumed = resumed_checkpoint(cfg)
+        if resumed is not None:  # every rank loads the same checkpoint, whatever their number
+            loaded = ckpt.load_checkpoint(resumed, self.device)
             self.epoch, self.iteration = ckpt.restore_training_state(
                 loaded, self.step.net, self.step.optimizer
             )
+        elif cfg.finetune_from:
+            source = ckpt.resolve_resume(cfg.finetune_from)
+            ckpt.load_model_weights(self.step.net, ckpt.load_checkpoint(source, self.device))
         self.step.prepare()
-        self.out_dir = Path(cfg.checkpoint_dir).expanduser()
+        self.out_dir = output_folder(cfg, resumed)
         if world.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_temporaries(self.out_dir)  # a save killed mid-write leaves one
         self.n_patches = world.share(cfg.loader.PatchPerBuffer)
+        check_buffer_memory(cfg, self.n_patches)
+        sampling = Sampling(cfg.foreground_share, cfg.intensity_augmentation)
         self.buffer = PatchBuffer(
             self.train_images,
             self.n_patches,
@@ -84,79 +92,141 @@ class TrainingRun:
             self.rng,
             workers=cfg.loader.NumWorkers,
             prefetch=True,
+            sampling=sampling,
         )
+        self.iterations_per_epoch = math.ceil(self.n_patches / cfg.loader.batch_size)
+        self.clock = RunClock(cfg, self.iterations_per_epoch, self.iteration)
+        self.plateau = Plateau(cfg.early_stop)
+        self.threshold: float | None = None  # the held-out slabs' best, for these weights
         self.patches: PatchSet | None = None
         self.last_saved: Path | None = None
 
     # ------------------------------------------------------------------ the loop's steps
 
-    def started(self) -> TrainingStarted:
+    def started(self) -> list[Event]:
+        """TrainingStarted, then a warning for each doubt about the data (rank 0)."""
         cfg = self.cfg
-        return TrainingStarted(
+        started = TrainingStarted(
             device=describe_device(self.device),
             n_train_images=len(self.train_images),
             n_validation_images=len(self.val_images),
-            iterations_per_epoch=math.ceil(self.n_patches / cfg.loader.batch_size),
+            iterations_per_epoch=self.iterations_per_epoch,
             start_epoch=self.epoch,
             epochs=cfg.epochs,
             start_iteration=self.iteration,
             precision=self.step.options.name,
+            folder=self.out_dir,
+            minutes=cfg.minutes,
+            normalization="as given" if self.recipe is None else f"recipe {self.recipe}",
+            n_holdout_slabs=len(self.slabs),
         )
+        notices = [Notice(text) for text in self.warnings] if self.world.main else []
+        return [started, *notices]
 
-    def draw_patches(self) -> BufferDrawn | None:
+    def draw_patches(self) -> list[Event]:
         """A new patch buffer at the first epoch and every ``epoch_shuffle`` epochs."""
         if self.patches is not None and self.epoch % self.cfg.loader.epoch_shuffle:
-            return None
+            return []
         started = time.perf_counter()
         self.patches = self.buffer.next_buffer()
-        return BufferDrawn(self.epoch, len(self.patches), time.perf_counter() - started)
+        return [BufferDrawn(self.epoch, len(self.patches), time.perf_counter() - started)]
 
     def batches(self) -> Iterator[Batch]:
         """One pass over the current buffer in shuffled batches."""
         assert self.patches is not None
         return iter_batches(self.patches, self.cfg.loader.batch_size, self.rng)
 
-    def stop_requested(self, stop: bool) -> bool:
-        """True on every rank when any rank was asked to stop."""
-        return any_rank(stop, self.world, self.device)
+    def stop_reason(self, stop: bool) -> str:
+        """ "stopped" (asked, on any rank), "time budget" (spent), or "" to go on."""
+        if any_rank(stop, self.world, self.device):
+            return "stopped"
+        if any_rank(self.clock.out_of_time(), self.world, self.device):
+            return "time budget"
+        return ""
 
     def train_step(self, batch: Batch) -> StepResult:
+        lr = self.clock.learning_rate(self.iteration)
+        for group in self.step.optimizer.param_groups:
+            group["lr"] = lr
         self.iteration += 1
         return self.step(*batch, iteration=self.iteration)
 
-    def preview(self, batch: Batch, result: StepResult) -> PreviewPatch | None:
+    def preview(self, batch: Batch, result: StepResult) -> list[Event]:
         """Every ``preview_every_n_iter`` iterations on rank 0: the batch's most telling patch."""
         every = self.cfg.preview_every_n_iter
         if not (self.world.main and every and self.iteration % every == 0):
-            return None
+            return []
         raw, label, costmap = batch
-        return preview_patch(
-            self.epoch, self.iteration, raw, label, costmap, result.main_output, self.cfg
-        )
+        return [
+            preview_patch(
+                self.epoch, self.iteration, raw, label, costmap, result.main_output, self.cfg
+            )
+        ]
 
-    def validate(self) -> ValidationDone | None:
+    def validate(self) -> list[Event]:
         """Every ``validate_every_n_epoch`` epochs when images are held out (figures on rank 0)."""
         if not self.val_images or self.epoch % self.cfg.validation.validate_every_n_epoch:
-            return None
+            return []
         pairs, iou = validate(self.step.net, self.val_images, self.cfg, self.device, self.world)
-        return ValidationDone(self.epoch, pairs, iou) if self.world.main else None
+        return [ValidationDone(self.epoch, pairs, iou)] if self.world.main else []
 
-    def save_due(self) -> CheckpointSaved | None:
+    def score_holdout(self) -> list[Event]:
+        """After every epoch with held-out slabs: their IoU, and a word when it plateaus."""
+        if not self.slabs:
+            return []
+        iou, self.threshold, tuned = holdout_iou(self.step.net, self.slabs, self.cfg, self.device)
+        self.plateau.add(self.epoch, iou)
+        plateau = self.plateau
+        score = HoldoutScore(
+            self.epoch, self.iteration, iou, plateau.best, plateau.best_epoch, self.threshold, tuned
+        )
+        events: list[Event] = [score]
+        news = plateau.news()
+        if news:
+            events.append(Notice(news, "info"))
+        return events if self.world.main else []
+
+    def save_due(self) -> list[Event]:
         """The checkpoint every ``save_every_n_epoch`` epochs and after the last one."""
-        if self.epoch % self.cfg.save_every_n_epoch and self.epoch != self.cfg.epochs:
-            return None
-        return self.save(ckpt.checkpoint_path(self.out_dir, self.epoch))
+        last = self.epoch == self.cfg.epochs
+        if self.epoch % self.cfg.save_every_n_epoch and not last:
+            return []
+        return self.save(ckpt.checkpoint_path(self.out_dir, self.epoch), final=last)
 
-    def save_stopped(self) -> CheckpointSaved | None:
+    def save_stopped(self) -> list[Event]:
         """The checkpoint of a stop: under its own name inside an epoch, never over an epoch's."""
-        done_in_epoch = self.iteration - self.epoch * self.started().iterations_per_epoch
-        iteration = self.iteration if done_in_epoch > 0 else None
-        return self.save(ckpt.checkpoint_path(self.out_dir, self.epoch, iteration))
+        done_in_epoch = self.iteration - self.epoch * self.iterations_per_epoch
+        path = ckpt.checkpoint_path(
+            self.out_dir, self.epoch, self.iteration if done_in_epoch > 0 else None
+        )
+        if path == self.last_saved:
+            return []  # this epoch's end is saved already
+        return self.save(path, final=True)
 
-    def save(self, path: Path) -> CheckpointSaved | None:
-        """Write the weights, optimiser state and config (rank 0; the others hold the same)."""
+    def save(self, path: Path, final: bool = False) -> list[Event]:
+        """Write the weights, optimiser state and config (rank 0; the others hold the same).
+
+        A failed save (a full disk) is a warning and the run goes on: the next save may work.
+        A failed final save writes the checkpoint to the temporary folder instead, and says so.
+        """
         if not self.world.main:
-            return None
+            return []
+        try:
+            return [self._write(path)]
+        except ckpt.CheckpointError as err:
+            if not final:
+                return [Notice(f"{err}; training goes on, the next save will try again")]
+            rescue = Path(tempfile.gettempdir()) / f"napari-cellseg-trainer-rescue-{time.time_ns()}"
+            saved = self._write(rescue / path.name)  # raises if even that fails
+            return [saved, Notice(f"{err}; the weights were saved to {saved.path} instead")]
+
+    def _write(self, path: Path) -> CheckpointSaved:
+        # how the raw was normalised (a recipe id, or None: as given): prediction repeats it
+        extra = {
+            "normalization": self.recipe,
+            "voxel_size": self.voxel_size,
+            "threshold": self.threshold,
+        }
         saved = ckpt.save_checkpoint(
             path,
             model_state=self.step.net.state_dict(),
@@ -165,17 +235,64 @@ class TrainingRun:
             num_iterations=self.iteration,
             device=str(self.device),
             config=self.cfg.to_dict(),
+            extra=extra,
         )
         self.last_saved = saved
         return CheckpointSaved(epoch=self.epoch, iteration=self.iteration, path=saved)
 
-    def finished(self, reason: str) -> TrainingFinished:
-        return TrainingFinished(
-            reason, self.epoch, self.iteration, self.last_saved, weights_digest(self.step.net)
-        )
+    def finished(self, reason: str, detail: str = "") -> TrainingFinished:
+        digest = weights_digest(self.step.net)
+        return TrainingFinished(reason, self.epoch, self.iteration, self.last_saved, digest, detail)
 
     def close(self) -> None:
         self.buffer.close()
+
+
+def prepared_images(
+    cfg: TrainConfig, images: Sequence[TrainingImage] | None
+) -> tuple[list[TrainingImage], int | None]:
+    """The run's images (the data folder's unless given), normalised as ``cfg`` asks.
+
+    Returns the images and the recipe their raw was normalised by (None: as given, the
+    established folder's rule). Images from layers arrive normalised by the recipe they carry.
+    """
+    if images is None:
+        images = load_folder(
+            cfg.loader.datafolder,
+            cfg.nchannel,
+            min(cfg.nclass),
+            cfg.size_out,
+            cfg.loss.ignore_index,
+        )
+    check_trainable(images)
+    recipe = cfg.normalization
+    if recipe is not None:
+        images = [
+            im
+            if im.normalized_by == recipe
+            else replace(im, raw=normalize(im.raw, recipe), normalized_by=recipe)
+            for im in images
+        ]
+    used = {im.normalized_by for im in images}
+    return list(images), used.pop() if len(used) == 1 else None
+
+
+def check_buffer_memory(cfg: TrainConfig, n_patches: int) -> None:
+    """Refuse, before allocating, a patch buffer the machine cannot hold (two are alive)."""
+    per_patch = 4 * (cfg.nchannel * math.prod(cfg.size_in) + 2 * math.prod(cfg.size_out))
+    need, have = 2 * n_patches * per_patch, available_ram()
+    if need > 0.8 * have:
+        fits = max(1, int(0.8 * have / (2 * per_patch)))
+        raise TrainingError(
+            f"loader.PatchPerBuffer {n_patches} needs {need / 2**30:.1f} GiB for its patches "
+            f"(the buffer in use and the next one); {have / 2**30:.1f} GiB is available: use "
+            f"at most {fits}"
+        )
+
+
+def _common(values) -> tuple | None:
+    found = {v for v in values}
+    return tuple(found.pop()) if len(found) == 1 and None not in found else None
 
 
 def preview_patch(

@@ -15,9 +15,9 @@ from ..config import TrainConfig
 from ..data import TrainingImage
 from ..devices import release_freed_memory, threads_sparing_a_core
 from ..distributed import current_world
-from .events import Event
+from .events import Event, Notice
 from .loop import train
-from .metrics import MetricsRecorder
+from .metrics import MetricsError, MetricsRecorder
 
 
 def recorded_training(
@@ -43,7 +43,11 @@ def recorded_training(
         recorder = MetricsRecorder(cfg.checkpoint_dir) if current_world().main else None
         for event in train(cfg, stop=stop, images=images):
             if recorder is not None:
-                recorder(event)
+                try:
+                    recorder(event)
+                except MetricsError as err:
+                    recorder = None  # said once; the training itself goes on
+                    yield Notice(str(err))
             yield event
     finally:
         torch.set_num_threads(threads)

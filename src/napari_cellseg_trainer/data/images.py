@@ -100,6 +100,15 @@ def to_tczyx(data: np.ndarray, axes: str, source: str | Path = "") -> np.ndarray
     return np.transpose(data, [axes.index(a) for a in "TCZYX"])
 
 
+def voxel_size_of(path: str | Path) -> VoxelSize | None:
+    """The voxel size a TIFF file declares, or None (also for unreadable files)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _tiff_voxel_size(tif)
+    except Exception:  # unreadable files are reported by the reader that needs their pixels
+        return None
+
+
 def _tiff_voxel_size(tif: tifffile.TiffFile) -> VoxelSize | None:
     """(z, y, x) micrometres from OME-XML, else ImageJ's spacing and the resolution tags."""
     if tif.ome_metadata:
@@ -151,15 +160,22 @@ def _read_bioio(path: Path, header_only: bool) -> MicroscopyImage:
     return MicroscopyImage(path, shape, data, voxel)  # type: ignore[arg-type]
 
 
+def physical_size(voxel_size: VoxelSize | None) -> dict:
+    """OME metadata for a voxel size (tifffile's keys), empty when it is unknown."""
+    if voxel_size is None:
+        return {}
+    meta: dict = {}
+    for axis, size in zip("ZYX", voxel_size, strict=True):
+        meta[f"PhysicalSize{axis}"] = float(size)
+        meta[f"PhysicalSize{axis}Unit"] = "µm"
+    return meta
+
+
 def write_ome_tiff(
     path: str | Path, data: np.ndarray, axes: str = "ZYX", voxel_size: VoxelSize | None = None
 ) -> Path:
     """Write ``data`` as OME-TIFF (compressed) with its voxel size, atomically."""
-    metadata: dict = {"axes": axes}
-    if voxel_size is not None:
-        for axis, size in zip("ZYX", voxel_size, strict=True):
-            metadata[f"PhysicalSize{axis}"] = float(size)
-            metadata[f"PhysicalSize{axis}Unit"] = "µm"
+    metadata = {"axes": axes, **physical_size(voxel_size)}
     return write_atomically(
         path,
         lambda fh: tifffile.imwrite(fh, data, ome=True, metadata=metadata, compression="zlib"),

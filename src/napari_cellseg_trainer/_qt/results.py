@@ -1,0 +1,266 @@
+"""What the Predict tab does with a prediction: instances, evaluation, correct and retrain.
+
+Shows and forwards only: instances and scores come from :mod:`..evaluation`, the fine-tuning
+from the core's training session. Everything works on the probabilities the panel keeps, so
+changing an instance parameter or the ground truth never runs the network again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui import widgets
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from .layer_sets_panel import ground_truth_layers, voxel_size_of
+from .widgets import push_button
+
+if TYPE_CHECKING:
+    from .predict_widget import PredictWidget
+
+ERROR_COLORS = {1: "#ff3b30", 2: "#0a84ff"}  # false positive red, false negative blue
+FINE_TUNE_MINUTES = 3.0
+
+
+class ResultTools(QWidget):
+    """Instances, "Evaluate against", and correct-and-retrain, under the prediction's results."""
+
+    def __init__(self, panel: PredictWidget) -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.method = widgets.ComboBox(label="instances", choices=["watershed", "components"])
+        self.seeds = widgets.ComboBox(label="seeds from", choices=["distance", "probability"])
+        self.min_distance = widgets.SpinBox(label="seed distance", min=1, max=200, value=5)
+        self.min_size = widgets.SpinBox(label="min size", min=0, max=10**7, value=50)
+        self.truth = widgets.ComboBox(label="evaluate against", choices=self._truths, nullable=True)
+        self.show_errors = widgets.CheckBox(text="colour the errors", value=True)
+        self.method.tooltip = "watershed splits touching round objects; components keeps them"
+        self.min_distance.tooltip = "The smallest distance between two seeds (voxels)"
+        self.min_size.tooltip = "Objects with fewer voxels are removed"
+        self.truth.tooltip = "Ground truth (a Labels or integer Image layer) to score against"
+        for w in (self.method, self.seeds, self.min_distance, self.min_size):
+            w.changed.connect(self._instance_parameters_changed)
+        self.params = widgets.Container(
+            widgets=[
+                self.method,
+                self.seeds,
+                self.min_distance,
+                self.min_size,
+                self.truth,
+                self.show_errors,
+            ],
+            labels=True,
+        )
+        self.instances_button = push_button(
+            self, "Instances", self.make_instances, "Split the segmentation into objects"
+        )
+        self.evaluate_button = push_button(
+            self, "Evaluate", self.evaluate, "IoU, Dice and object scores against the ground truth"
+        )
+        self.correct_button = push_button(
+            self, "Correct…", self.make_editable, "The segmentation as a Labels layer to paint on"
+        )
+        self.finetune_button = push_button(
+            self,
+            "Fine-tune",
+            self.fine_tune,
+            f"Continue training from the checkpoint on the corrected layer (~{FINE_TUNE_MINUTES:g} "
+            "min, its own run folder), then segment again",
+        )
+        self.figures = QLabel("", self)
+        self.figures.setWordWrap(True)
+        self.before: list[str] = []
+        grid = QGridLayout()
+        for i, b in enumerate(
+            (self.instances_button, self.evaluate_button, self.correct_button, self.finetune_button)
+        ):
+            grid.addWidget(b, i // 2, i % 2)
+        inner = QWidget(self)
+        inner_layout = QVBoxLayout(inner)
+        inner_layout.setContentsMargins(0, 0, 0, 0)
+        inner_layout.addWidget(self.params.native)
+        inner_layout.addLayout(grid)
+        inner_layout.addWidget(self.figures)
+        box = QCollapsible("Instances · evaluation · correct and retrain", self)
+        box.setDuration(0)
+        box.addWidget(inner)
+        box.expand(animate=False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(box)
+        panel.viewer.layers.events.inserted.connect(lambda *_: self.truth.reset_choices())
+        panel.viewer.layers.events.removed.connect(lambda *_: self.truth.reset_choices())
+
+    # ------------------------------------------------------------------ inputs
+
+    def _truths(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        mine = set(self.panel.layer_names()) | {self._name("instances"), self._name("errors")}
+        return [
+            (layer.name, layer)
+            for layer in ground_truth_layers(self.panel.viewer)
+            if layer.name not in mine
+        ]
+
+    def _name(self, what: str) -> str:
+        result = self.panel.result
+        return f"{result.layer_name} {what}" if result is not None else what
+
+    def _probability(self) -> np.ndarray | None:
+        result = self.panel.result
+        if result is None or not result.complete:
+            show_error("segment the whole volume first")
+            return None
+        prob = result.probability
+        return prob[0] if prob.ndim == 4 else prob
+
+    def params_now(self):
+        from ..evaluation import InstanceParams
+
+        layer = self.panel.image_box.value
+        return InstanceParams(
+            threshold=float(self.panel.threshold.value),
+            method=self.method.value,
+            seeds=self.seeds.value,
+            min_distance=int(self.min_distance.value),
+            min_size=int(self.min_size.value),
+            spacing=voxel_size_of(layer) or (1.0, 1.0, 1.0)
+            if layer is not None
+            else (1.0, 1.0, 1.0),
+        )
+
+    def use_model_defaults(self, model_name: str) -> None:
+        """The instance recipe that suits the model (watershed for nuclei, components else)."""
+        from ..evaluation import default_params
+
+        params = default_params(model_name)
+        self.method.value, self.seeds.value = params.method, params.seeds
+        self.min_distance.value, self.min_size.value = params.min_distance, params.min_size
+
+    # ------------------------------------------------------------------ instances
+
+    def make_instances(self) -> np.ndarray | None:
+        """Instance labels from the kept probabilities, into the "<image> instances" layer."""
+        from ..evaluation import label_instances
+
+        prob = self._probability()
+        if prob is None:
+            return None
+        labels = label_instances(prob, self.params_now())
+        self._put_labels(self._name("instances"), labels)
+        show_info(f"{int(labels.max())} objects")
+        return labels
+
+    def _instance_parameters_changed(self, *_: Any) -> None:
+        if self._name("instances") in self.panel.viewer.layers:
+            self.make_instances()  # no new inference: the probabilities are kept
+
+    def _put_labels(self, name: str, labels: np.ndarray, **kwargs) -> Any:
+        viewer = self.panel.viewer
+        if name in viewer.layers:
+            viewer.layers[name].data = labels
+            return viewer.layers[name]
+        return viewer.add_labels(labels, name=name, **self.panel.placement(), **kwargs)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> Any:
+        """Scores against the chosen ground truth; the errors as a layer when asked."""
+        from ..evaluation import error_map, evaluate
+
+        prob, truth_layer = self._probability(), self.truth.value
+        if prob is None:
+            return None
+        if truth_layer is None:
+            show_error("choose the ground truth to evaluate against")
+            return None
+        truth = np.asarray(truth_layer.data)
+        instances = self._name("instances")
+        prediction = (
+            np.asarray(self.panel.viewer.layers[instances].data)
+            if instances in self.panel.viewer.layers
+            else prob
+        )
+        try:
+            result = evaluate(prediction, truth, threshold=float(self.panel.threshold.value))
+        except ValueError as err:
+            show_error(str(err))
+            return None
+        lines = result.lines()
+        compare = f" (before: {'; '.join(self.before[:2])})" if self.before else ""
+        self.figures.setText("; ".join(lines) + compare)
+        if self.show_errors.value:
+            errors = error_map(prob > self.panel.threshold.value, truth > 0)
+            colors = {0: "transparent", **ERROR_COLORS}
+            layer = self._put_labels(self._name("errors"), errors, opacity=0.7)
+            layer.colormap = colors
+        return result
+
+    # ------------------------------------------------------------------ correct and retrain
+
+    def make_editable(self) -> Any:
+        """The current segmentation as "<image> corrected", a Labels layer to paint on."""
+        prob = self._probability()
+        if prob is None:
+            return None
+        labels = (prob > self.panel.threshold.value).astype(np.uint8)
+        layer = self._put_labels(self._name("corrected"), labels, opacity=0.6)
+        self.panel.viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        show_info(f"paint structure as 1 and erase errors in {layer.name!r}, then Fine-tune")
+        return layer
+
+    def fine_tune(self):
+        """Train on from the checkpoint on the corrected layer, then segment again (a worker)."""
+        name = self._name("corrected")
+        image = self.panel.image_box.value
+        viewer = self.panel.viewer
+        if name not in viewer.layers or image is None:
+            show_error("make the corrected layer first (Correct…) and paint on it")
+            return None
+        try:
+            cfg = fine_tune_config(Path(self.panel.form.cfg.model_path), FINE_TUNE_MINUTES)
+        except ValueError as err:
+            show_error(str(err))
+            return None
+        evaluated = self.figures.text()
+        self.before = [evaluated] if evaluated else []
+        sets = [_layer_set(image, viewer.layers[name])]
+        return self.panel.start_fine_tune(cfg, sets)
+
+
+def fine_tune_config(checkpoint: Path, minutes: float):
+    """The checkpoint's own training config, continued: weights kept, a short schedule, a new run.
+
+    ValueError when the checkpoint carries no training config (the established trainer's).
+    """
+    from ..checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    cfg = loaded.train_config()
+    if cfg is None:
+        raise ValueError(f"{checkpoint.name} carries no training config to continue from")
+    cfg = dataclasses.replace(cfg)
+    cfg.resume, cfg.finetune_from = None, str(checkpoint)
+    cfg.checkpoint_dir = str(
+        checkpoint.parent.parent if checkpoint.parent.name.startswith("run-") else checkpoint.parent
+    )
+    cfg.run_subfolder = True
+    cfg.minutes, cfg.epochs = minutes, 100_000
+    cfg.learning_rate = min(cfg.learning_rate, 1e-4) / 2
+    cfg.lr_schedule = "warmup_cosine"
+    cfg.holdout, cfg.early_stop, cfg.validation.metric = 0.0, None, None
+    cfg.loader.epoch_shuffle, cfg.save_every_n_epoch = 1, 100_000
+    return cfg
+
+
+def _layer_set(image, labels):
+    from ..data.layer_sets import LayerSet
+
+    return LayerSet(
+        image.name, image.data, np.asarray(labels.data), voxel_size=voxel_size_of(image)
+    )
