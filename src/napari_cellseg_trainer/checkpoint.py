@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,10 +187,16 @@ def _to_cpu(value: Any) -> Any:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
-    """Read any of the three checkpoint formats, refusing files that need code to unpickle."""
+    """Read any of the three checkpoint formats, refusing files that need code to unpickle.
+
+    A bioimage.io model package exported by this plugin (a ``.zip``) reads as a checkpoint too:
+    its original weights, training config and prediction settings.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if zipfile.is_zipfile(path) and not _is_torch_zip(path):
+        return _load_package(path, map_location)
     data = _torch_load(path, map_location)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
@@ -213,6 +220,55 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         extra=extra if isinstance(extra, dict) else {},
         path=path,
     )
+
+
+PACKAGE_KEY = "napari-cellseg-trainer"  # the bioimage.io config section of our packages
+PACKAGE_WEIGHTS = "weights_state_dict.pt"
+PACKAGE_CONFIG = "training_config.yaml"
+_PACKAGE_LIMIT = 4 * 2**30  # the weights of the largest model are a few hundred MB
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """torch.save writes a zip too: one with a ``data.pkl`` inside."""
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("data.pkl") for n in archive.namelist())
+
+
+def _load_package(path: Path, map_location: Any) -> Checkpoint:
+    """A bioimage.io package of this plugin as a Checkpoint (no bioimageio library needed)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {Path(n).name: n for n in archive.namelist()}
+            rdf = next((names[n] for n in ("rdf.yaml", "bioimageio.yaml") if n in names), None)
+            if rdf is None or PACKAGE_WEIGHTS not in names or PACKAGE_CONFIG not in names:
+                raise CheckpointError(f"{path}: not a model package exported by {PACKAGE_KEY}")
+            sizes = [archive.getinfo(names[n]).file_size for n in (rdf, PACKAGE_CONFIG)]
+            weights_size = archive.getinfo(names[PACKAGE_WEIGHTS]).file_size
+            if max(sizes) > 2**20 or weights_size > _PACKAGE_LIMIT:
+                raise CheckpointError(f"{path}: refused: its files are far larger than a model's")
+            description = config_mod.parse_yaml(archive.read(rdf).decode("utf-8"), str(path))
+            config = config_mod.parse_yaml(archive.read(names[PACKAGE_CONFIG]).decode(), str(path))
+            weights = archive.read(names[PACKAGE_WEIGHTS])
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable model package ({err})") from None
+    ours = (
+        (description.get("config") or {}).get(PACKAGE_KEY)
+        if isinstance(description, dict)
+        else None
+    )
+    if not isinstance(ours, dict) or not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a model package exported by {PACKAGE_KEY}")
+    prefix = str(ours.get("prefix", "net."))
+    try:
+        state = torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: its weights cannot be read ({str(err)[:120]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its weights are not a state dict")
+    state = {k.removeprefix(prefix) if isinstance(k, str) else k: v for k, v in state.items()}
+    extra = {k: ours.get(k) for k in ("normalization", "voxel_size", "threshold") if k in ours}
+    config_mod.check_plain(config, str(path))
+    return Checkpoint(model_state=_state_dict(state, path), config=config, extra=extra, path=path)
 
 
 def _torch_load(path: Path, map_location: Any) -> Any:

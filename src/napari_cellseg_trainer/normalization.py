@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -168,3 +169,78 @@ def normalize(image: np.ndarray, recipe: int | dict) -> np.ndarray:
         )
     function = RECIPES[recipe][1]
     return np.stack([function(channel) for channel in image]).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- block by block
+
+# The recipes whose result is a clip-and-scale window from whole-volume statistics: they can
+# normalise a volume larger than memory block by block, with the same result. (lo, hi) from
+# (minimum, maximum, mean, std, percentile sample); None: plain min-max.
+_WINDOWS: dict[int, Callable | None] = {
+    0: None,
+    1: lambda mn, mx, m, s, _: (max(m - 2 * s, mn), min(m + 11 * s, mx)),
+    2: lambda mn, mx, m, s, _: (max(m - 2.5 * s, mn), min(m + 10 * s, mx)),
+    4: lambda mn, mx, m, s, _: (max(m - 1 * s, mn), min(m + 15 * s, mx)),
+    7: lambda mn, mx, m, s, _: (max(m - 1 * s, mn), min(m + 6 * s, mx)),
+    10: lambda mn, mx, m, s, _: (mn, min(m + 25 * s, mx)),
+    14: lambda mn, mx, m, s, _: (max(m - 1 * s, mn), min(m + 10 * s, mx)),
+    20: lambda mn, mx, m, s, sample: tuple(float(v) for v in np.percentile(sample, [1.0, 99.8])),
+}
+
+
+def streamed_normalizer(
+    recipe: int | dict, source, channel: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function that normalises any block of ``source[channel]`` as :func:`normalize` would
+    normalise the whole channel, from statistics gathered slab by slab (bounded memory).
+
+    ``source`` is a (C, Z, Y, X) array-like (numpy, zarr, dask). The background-subtraction
+    recipes smooth with a 50-voxel Gaussian, which needs the whole volume: they are refused.
+    """
+    if isinstance(recipe, bool) or not isinstance(recipe, int) or recipe not in _WINDOWS:
+        usable = ", ".join(map(str, _WINDOWS))
+        raise NormalizationError(
+            f"Normalization {recipe!r} needs the whole volume in memory; for a volume predicted "
+            f"block by block use one of {usable}"
+        )
+    mn, mx, mean, std, sample = _channel_statistics(source, channel, recipe == 20)
+    window = _WINDOWS[recipe]
+    if window is None:
+        span = mx - mn
+        return lambda block: (
+            (block.astype(np.float32) - np.float32(mn)) / np.float32(span)
+            if span > 0
+            else np.zeros(block.shape, np.float32)
+        )
+    lo, hi = window(mn, mx, mean, std, sample)
+    if recipe == 20 and hi <= lo:
+        return lambda block: np.zeros(block.shape, np.float32)
+    return lambda block: _scale(block, lo, hi)
+
+
+def _channel_statistics(source, channel: int, with_sample: bool, slab_voxels: int = 2**24):
+    """(min, max, mean, std, the percentile sample) of one channel, one z slab at a time.
+
+    The mean and std are two passes in float64, as numpy computes them; the sample takes the
+    voxels :func:`percentile_range` takes (every ``step``-th of the flattened volume).
+    """
+    depth, height, width = (int(v) for v in source.shape[1:])
+    plane = height * width
+    slab = max(1, slab_voxels // plane)
+    size = depth * plane
+    step = max(1, size // 4_000_000)
+    mn, mx, total, sample = np.inf, -np.inf, 0.0, []
+    for z in range(0, depth, slab):
+        block = np.asarray(source[channel, z : z + slab], dtype=np.float64)
+        mn, mx = min(mn, float(block.min())), max(mx, float(block.max()))
+        total += float(block.sum())
+        if with_sample:
+            offset = (-z * plane) % step
+            sample.append(block.reshape(-1)[offset::step])
+    mean = total / size
+    squares = 0.0
+    for z in range(0, depth, slab):
+        block = np.asarray(source[channel, z : z + slab], dtype=np.float64)
+        squares += float(((block - mean) ** 2).sum())
+    picked = np.concatenate(sample) if sample else np.empty(0)
+    return mn, mx, mean, math.sqrt(squares / size), picked

@@ -7,7 +7,6 @@ changing an instance parameter or the ground truth never runs the network again.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -222,40 +221,18 @@ class ResultTools(QWidget):
         if name not in viewer.layers or image is None:
             show_error("make the corrected layer first (Correct…) and paint on it")
             return None
+        from ..errors import UserInputError
+        from ..training.quick import fine_tune_preset
+
         try:
-            cfg = fine_tune_config(Path(self.panel.form.cfg.model_path), FINE_TUNE_MINUTES)
-        except ValueError as err:
+            cfg = fine_tune_preset(Path(self.panel.form.cfg.model_path), FINE_TUNE_MINUTES)
+        except UserInputError as err:
             show_error(str(err))
             return None
         evaluated = self.figures.text()
         self.before = [evaluated] if evaluated else []
         sets = [_layer_set(image, viewer.layers[name])]
         return self.panel.start_fine_tune(cfg, sets)
-
-
-def fine_tune_config(checkpoint: Path, minutes: float):
-    """The checkpoint's own training config, continued: weights kept, a short schedule, a new run.
-
-    ValueError when the checkpoint carries no training config (the established trainer's).
-    """
-    from ..checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(checkpoint)
-    cfg = loaded.train_config()
-    if cfg is None:
-        raise ValueError(f"{checkpoint.name} carries no training config to continue from")
-    cfg = dataclasses.replace(cfg)
-    cfg.resume, cfg.finetune_from = None, str(checkpoint)
-    cfg.checkpoint_dir = str(
-        checkpoint.parent.parent if checkpoint.parent.name.startswith("run-") else checkpoint.parent
-    )
-    cfg.run_subfolder = True
-    cfg.minutes, cfg.epochs = minutes, 100_000
-    cfg.learning_rate = min(cfg.learning_rate, 1e-4) / 2
-    cfg.lr_schedule = "warmup_cosine"
-    cfg.holdout, cfg.early_stop, cfg.validation.metric = 0.0, None, None
-    cfg.loader.epoch_shuffle, cfg.save_every_n_epoch = 1, 100_000
-    return cfg
 
 
 def _layer_set(image, labels):

@@ -30,6 +30,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="> 0: binary output at this threshold")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    p.add_argument(
+        "--format",
+        choices=["tiff", "ome-zarr"],
+        help="ome-zarr: write block by block (volumes larger than memory; resumable)",
+    )
+    p.add_argument(
+        "--channel",
+        help="the input channel, by index or by name (microscope files); default: the first",
+    )
     p.set_defaults(run=run_predict)
 
 
@@ -59,6 +68,10 @@ def run_predict(args: argparse.Namespace) -> int:
         overrides.append(f"Threshold={args.threshold!r}")
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.format:
+        overrides.append(f"output_format={args.format}")
+    if args.channel is not None:
+        overrides.append(f"InputCh=[{channel_index(args.channel, args.input)}]")
     if args.config:
         cfg = config.load_predict_config(args.config, overrides)
     elif args.checkpoint and args.input:
@@ -89,7 +102,10 @@ def run_predict(args: argparse.Namespace) -> int:
         cfg.Threshold = args.threshold
     if args.device:
         cfg.device = args.device
-    written = run_prediction(cfg, progress=TileProgress(), model=model, overwrite=args.overwrite)
+    progress = TileProgress()
+    written = run_prediction(
+        cfg, progress=progress, model=model, overwrite=args.overwrite, notes=progress.note
+    )
     for path in written:
         print(path)
     return 0
@@ -120,3 +136,18 @@ class TileProgress:
 
 
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total} tiles [{elapsed}<{remaining}]"
+
+
+def channel_index(channel: str, source: str | None) -> int:
+    """A channel given by index (``2``) or by name (``DAPI``, from the file's metadata)."""
+    if channel.lstrip("-").isdigit():
+        return int(channel)
+    from ..data.images import channel_names
+
+    names = channel_names(source) if source else []
+    if channel in names:
+        return names.index(channel)
+    known = ", ".join(names) if names else "none recorded in the file"
+    raise config.ConfigError(
+        [config.Problem("--channel", f"{channel!r} is not a channel name ({known})")]
+    )

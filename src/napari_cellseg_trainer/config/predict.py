@@ -144,6 +144,15 @@ class PredictConfig(NetworkFields):
         "Test-time augmentation: average the prediction over flips of x, y and z (slower).",
         group="output",
     )
+    output_format: str = param(
+        "tiff",
+        choice("tiff", "ome-zarr"),
+        OK,
+        "tiff: one OME-TIFF per result (the established). ome-zarr: an OME-Zarr per result, "
+        "written block by block, so volumes larger than memory predict in bounded memory (an "
+        "interrupted run resumes; under torchrun the ranks share the blocks)." + OURS,
+        group="output",
+    )
     mode: PredictMode = section(PredictMode)
     tiling: str = param(
         "blend",

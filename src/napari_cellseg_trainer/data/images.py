@@ -14,7 +14,7 @@ from ..errors import UserInputError
 from ..files import write_atomically
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-BIOIO_SUFFIXES = (".czi", ".nd2", ".lif", ".zarr")
+BIOIO_SUFFIXES = (".czi", ".nd2", ".lif", ".zarr")  # .zarr (OME-Zarr) also reads without bioio
 VoxelSize = tuple[float, float, float]  # (z, y, x) in micrometres
 
 
@@ -50,6 +50,8 @@ def read_microscopy(path: str | Path, header_only: bool = False) -> MicroscopyIm
     name = path.name.lower()
     if name.endswith(TIFF_SUFFIXES) and path.is_file():
         return _read_tiff(path, header_only)
+    if name.endswith(".zarr"):
+        return _read_zarr(path, header_only)
     if name.endswith(BIOIO_SUFFIXES):
         return _read_bioio(path, header_only)
     raise ImageReadError(
@@ -140,6 +142,18 @@ def _voxel(z, y, x) -> VoxelSize | None:
     return size if all(math.isfinite(v) and v > 0 for v in size) else None
 
 
+def _read_zarr(path: Path, header_only: bool) -> MicroscopyImage:
+    """An OME-Zarr through zarr itself (its level 0), all time points."""
+    lazy, voxel = open_lazy(path)
+    axes = lazy.axes
+    times = int(dict(zip(axes, lazy.array.shape, strict=True)).get("T", 1))
+    shape = (times, *lazy.shape)
+    if header_only:
+        return MicroscopyImage(path, shape, None, voxel)  # type: ignore[arg-type]
+    data = np.stack([LazyCZYX(lazy.array, axes, t)[:] for t in range(times)])
+    return MicroscopyImage(path, shape, data, voxel)  # type: ignore[arg-type]
+
+
 def _read_bioio(path: Path, header_only: bool) -> MicroscopyImage:
     if importlib.util.find_spec("bioio") is None:
         raise ImageReadError(
@@ -180,3 +194,117 @@ def write_ome_tiff(
         path,
         lambda fh: tifffile.imwrite(fh, data, ome=True, metadata=metadata, compression="zlib"),
     )
+
+
+# --------------------------------------------------------------------------- lazy volumes
+
+
+class LazyCZYX:
+    """A lazily read (C, Z, Y, X) view of one time point of a zarr-like array with named axes.
+
+    Only the windows asked for are read, so a volume far larger than memory can be predicted
+    block by block (``inference.chunked``). Axes missing from the source are added (length 1).
+    """
+
+    def __init__(self, array, axes: str, time_point: int = 0, closer=None) -> None:
+        self.array, self.axes = array, _normalise_axes(axes.upper(), tuple(array.shape), "array")
+        self.time_point = time_point
+        self._closer = closer
+        sizes = dict(zip(self.axes, array.shape, strict=True))
+        self.shape = tuple(int(sizes.get(a, 1)) for a in "CZYX")
+        self.dtype = array.dtype
+        self.ndim = 4
+
+    def close(self) -> None:
+        """Close the file behind the view (a TIFF read through its zarr store)."""
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+    def __enter__(self) -> LazyCZYX:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = tuple(key) + (slice(None),) * (4 - len(key))
+        wanted = dict(zip("CZYX", key, strict=True))
+        index = tuple(self.time_point if a == "T" else wanted[a] for a in self.axes)
+        block = np.asarray(self.array[index])
+        kept = [a for a in self.axes if a != "T" and not isinstance(wanted[a], int)]
+        for axis in "CZYX":  # add the axes the source lacks, where an index did not drop them
+            if axis not in self.axes and not isinstance(wanted[axis], int):
+                block = block[np.newaxis]
+                kept.insert(0, axis)
+        order = [kept.index(a) for a in "CZYX" if a in kept]
+        return np.transpose(block, order)
+
+
+def open_lazy(path: str | Path) -> tuple[LazyCZYX, VoxelSize | None]:
+    """An OME-Zarr or TIFF image opened without reading its pixels, and its voxel size."""
+    import zarr
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file or folder")
+    try:
+        if path.name.lower().endswith(".zarr"):
+            group = zarr.open_group(str(path), mode="r")
+            meta = _multiscales(group)
+            level = meta["datasets"][0]
+            axes = "".join(a["name"] if isinstance(a, dict) else a for a in meta["axes"])
+            scale = next(
+                (
+                    t["scale"]
+                    for t in level.get("coordinateTransformations", [])
+                    if t["type"] == "scale"
+                ),
+                None,
+            )
+            array = group[level["path"]]
+            voxel = None
+            if scale is not None:
+                sizes = dict(zip(axes.upper(), scale, strict=True))
+                voxel = _voxel(sizes.get("Z", 1.0), sizes.get("Y"), sizes.get("X"))
+            return LazyCZYX(array, axes), voxel
+        with tifffile.TiffFile(path) as tif:
+            axes = tif.series[0].axes
+            voxel = _tiff_voxel_size(tif)
+        store = tifffile.imread(path, aszarr=True)
+        return LazyCZYX(zarr.open(store, mode="r"), axes, closer=store.close), voxel
+    except ImageReadError:
+        raise
+    except Exception as err:  # zarr and tifffile raise many kinds for what they cannot open
+        raise ImageReadError(f"{path}: cannot be opened lazily ({err})") from None
+
+
+def _multiscales(group) -> dict:
+    attrs = dict(group.attrs)
+    found = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not found:
+        raise ImageReadError(f"{group.store}: a zarr group without OME-NGFF multiscales")
+    return found[0]
+
+
+def channel_names(path: str | Path) -> list[str]:
+    """The channel names a file records (OME metadata, bioio), [] when it records none."""
+    path = Path(path).expanduser()
+    try:
+        if path.name.lower().endswith(TIFF_SUFFIXES):
+            with tifffile.TiffFile(path) as tif:
+                if not tif.ome_metadata:
+                    return []
+                image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+                image = image[0] if isinstance(image, list) else image
+                channels = image["Pixels"].get("Channel", [])
+                channels = channels if isinstance(channels, list) else [channels]
+                return [str(c.get("Name", "")) for c in channels]
+        if importlib.util.find_spec("bioio") is not None:
+            from bioio import BioImage
+
+            return [str(n) for n in BioImage(path).channel_names]
+    except Exception:  # no names to offer: the caller says so
+        return []
+    return []

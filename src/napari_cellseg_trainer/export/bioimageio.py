@@ -121,6 +121,15 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
         axes = [v0_5.AxisId(a) for a in "zyx"]
         kwargs = v0_5.ScaleRangeKwargs(axes=axes, min_percentile=0.0, max_percentile=100.0)
         return [v0_5.ScaleRangeDescr(kwargs=kwargs)], _min_max, "min-max to [0, 1] per channel"
+    if normalization == 20:  # percentiles 1 and 99.8, clipped: scale_range then clip
+        axes = [v0_5.AxisId(a) for a in "zyx"]
+        kwargs = v0_5.ScaleRangeKwargs(axes=axes, min_percentile=1.0, max_percentile=99.8)
+        clip = v0_5.ClipDescr(kwargs=v0_5.ClipKwargs(min=0.0, max=1.0))
+        return (
+            [v0_5.ScaleRangeDescr(kwargs=kwargs), clip],
+            _percentiles,
+            "percentiles 1-99.8, clipped",
+        )
     if normalization == "none":
         return [], lambda x: x, "none (give images normalised as the training raw was)"
     if isinstance(normalization, Mapping) and set(normalization) <= {"gain", "offset"}:
@@ -133,6 +142,12 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
         f"normalization {normalization!r} has no exact bioimage.io description; use 'min_max' "
         "(recipe 0), 'none' (images already normalised) or {'gain': g, 'offset': o}"
     )
+
+
+def _percentiles(x: np.ndarray) -> np.ndarray:
+    lo = np.percentile(x, 1.0, axis=(2, 3, 4), keepdims=True)
+    hi = np.percentile(x, 99.8, axis=(2, 3, 4), keepdims=True)
+    return np.clip((x - lo) / (hi - lo + _EPS), 0, 1).astype(np.float32)
 
 
 def _min_max(x: np.ndarray) -> np.ndarray:
@@ -225,7 +240,10 @@ def export_bioimageio(
     if not output.parent.is_dir():
         raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
     checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint.network()  # refuses a config-less or broken config with its own message
     arch = _architecture(checkpoint.config, Path(checkpoint_path))
+    if normalization is None:  # how the model's training raw was normalised
+        normalization = checkpoint.extra.get("normalization")
     wrapper = StructureProbability(**arch)
     load_model_weights(wrapper.net, checkpoint)
     wrapper.eval()
@@ -247,8 +265,9 @@ def export_bioimageio(
         _cover(files["cover"], raw, prob)
         files["readme"].write_text(_readme(name, arch, sizes, norm_text), encoding="utf-8")
         files["config"].write_text(yaml.safe_dump(checkpoint.config, sort_keys=False), "utf-8")
+        extra = {k: checkpoint.extra.get(k) for k in ("normalization", "voxel_size", "threshold")}
         _write_package(
-            _describe(v0_5, files, name, authors, description, license, arch, sizes, pre),
+            _describe(v0_5, files, name, authors, description, license, arch, sizes, pre, extra),
             output,
             overwrite,
         )
@@ -273,7 +292,7 @@ def _write_package(descr: Any, output: Path, overwrite: bool) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
-def _describe(v0_5, files, name, authors, description, license, arch, sizes, pre) -> Any:
+def _describe(v0_5, files, name, authors, description, license, arch, sizes, pre, extra) -> Any:
     from pydantic import ValidationError
 
     version = torch.__version__.split("+")[0]
@@ -331,7 +350,7 @@ def _describe(v0_5, files, name, authors, description, license, arch, sizes, pre
                     source=files["torchscript"], pytorch_version=version, parent=_PARENT
                 ),
             ),
-            config={KEY: {"version": __version__, "prefix": PREFIX}},
+            config={KEY: {"version": __version__, "prefix": PREFIX, **extra}},
         )
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())

@@ -49,6 +49,8 @@ def output_paths(cfg: PredictConfig, source: Path, time_index: int | None = None
     if time_index is not None:
         stem = f"{stem}_T_{time_index:03d}"
     out = Path(cfg.OutputDir).expanduser()
+    if cfg.output_format == "ome-zarr":  # one store holds every output pair (its channels)
+        return [out / f"{stem}_struct_segmentation.ome.zarr"]
     pairs = cfg.OutputCh[::2]
     if len(pairs) == 1:
         return [out / f"{stem}_struct_segmentation.tiff"]

@@ -306,8 +306,17 @@ def run_prediction(
     device = rank_device(cfg.device, world)
     sources = files if files is not None else input_files(cfg)
     planned = {s: _planned_outputs(cfg, s) for s in sources}
-    check_outputs(cfg, sources, planned, overwrite)
+    zarr_out = cfg.output_format == "ome-zarr"
+    # an OME-Zarr is resumed, not replaced: its blocks already written are skipped
+    check_outputs(cfg, sources, planned, overwrite or zarr_out)
     model = load_model(cfg, device) if model is None else model.to(device).eval()
+    if zarr_out:
+        from .chunked import predict_file_to_zarr
+
+        return [
+            predict_file_to_zarr(model, s, planned[s][0], cfg, device, world, progress, notes)
+            for s in sources
+        ]
     written: list[Path] = []
     for source in world.mine(sources):
         image = read_microscopy(source)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..devices import available_ram, select_device
 from ..errors import UserInputError
@@ -28,6 +30,7 @@ from ..models.memory import (
     layer_shapes,
     parameter_count,
 )
+from .folders import RUN_PREFIX
 from .probe import StepSpeed, probe_step_speed
 
 MIN_STEPS = 40  # steps the time budget holds at least: enough updates to learn from (measured:
@@ -190,3 +193,27 @@ def quick_preset(
     cfg.preview_every_n_iter = 1
     cfg.device = device
     return cfg, choice.explain(minutes)
+
+
+def fine_tune_preset(checkpoint: Path, minutes: float = 3.0) -> TrainConfig:
+    """Correct and retrain: the checkpoint's own training config, continued on new labels.
+
+    The weights are kept (``finetune_from``), the optimiser and the epoch count start afresh,
+    the run gets its own folder beside the checkpoint's run, and the schedule is short: a
+    warm-up and a decay over ``minutes``, from half the original learning rate (at most 5e-5),
+    so the model adapts to the corrections without forgetting what it learned.
+    """
+    loaded = load_checkpoint(checkpoint)
+    cfg = loaded.train_config()
+    if cfg is None:
+        raise PresetError(f"{checkpoint.name} carries no training config to continue from")
+    cfg.resume, cfg.finetune_from = None, str(checkpoint)
+    parent = checkpoint.parent
+    cfg.checkpoint_dir = str(parent.parent if parent.name.startswith(RUN_PREFIX) else parent)
+    cfg.run_subfolder = True
+    cfg.minutes, cfg.epochs = minutes, 100_000
+    cfg.learning_rate = min(cfg.learning_rate, 1e-4) / 2
+    cfg.lr_schedule = "warmup_cosine"
+    cfg.holdout, cfg.early_stop, cfg.validation.metric = 0.0, None, None
+    cfg.loader.epoch_shuffle, cfg.save_every_n_epoch = 1, 100_000
+    return cfg

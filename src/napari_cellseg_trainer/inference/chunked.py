@@ -1,0 +1,322 @@
+"""Prediction of volumes larger than memory: OME-Zarr in, OME-Zarr out, block by block.
+
+The output is cut into blocks (its zarr chunks). For each block the tiles of the whole-volume
+plan (:class:`.tiling.TilePlan`: the same corners and blend weights as in memory) that reach
+into it are run on windows read from the input (a zarr, dask or memory-mapped array), summed
+into the block alone, and the finished block is written. Memory holds one block and one batch
+of tiles, whatever the volume's size; the result equals the in-memory prediction (the same
+tiles, weights and order). A block whose "done" flag is set is skipped, so an interrupted run
+resumes where it stopped; under torchrun each rank takes its own blocks (round robin), and no
+two ranks write the same chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import PredictConfig
+from ..data.images import ImageReadError, open_lazy
+from ..distributed import World
+from ..errors import UserInputError
+from ..normalization import streamed_normalizer
+from .predict import PredictionCancelled, TileRunner, _tile_probs
+from .tile_choice import choose_tile, memory_budget
+from .tiling import Corner, TilePlan, blend_window
+
+BLOCK = (64, 256, 256)  # z, y, x voxels of an output chunk
+DONE = (
+    "done"  # one flag per block, each its own chunk (no write races): 0, or 1 + the writer's rank
+)
+
+
+class ChunkedError(UserInputError, ValueError):
+    """A prediction that cannot run block by block (a setting that needs the whole volume)."""
+
+
+def predict_to_zarr(
+    model: torch.nn.Module,
+    source,
+    output: str | Path,
+    cfg: PredictConfig,
+    size_in: Sequence[int],
+    size_out: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+    world: World | None = None,
+    voxel_size: Sequence[float] | None = None,
+    block: Sequence[int] = BLOCK,
+    progress: Callable[[float, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[tuple[int, int, int]]:
+    """Predict a (C, Z, Y, X) array-like into the OME-Zarr ``output``; the blocks this rank wrote.
+
+    ``output`` holds one image array ``0`` of shape (n_pairs, Z, Y, X): probabilities (float32)
+    or, with ``Threshold > 0``, labels 0/255 (uint8), with the voxel size as its scale.
+    """
+    _check(cfg)
+    world = world or World()
+    device = torch.device(device)
+    pairs = tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True))
+    shape = tuple(int(v) for v in source.shape[1:])
+    grid = getattr(model, "yx_grid", 1)
+    plan = TilePlan.make(shape, size_in, size_out, cfg.tiling, cfg.overlap, grid=grid)
+    image = _Normalised(source, cfg.Normalization)
+    if world.rank > 0:
+        _wait_for_store(Path(output))  # rank 0 creates it: no two ranks create the same array
+    array, done = open_output(output, (len(pairs), *shape), block, cfg.Threshold > 0, voxel_size)
+    blocks = list(
+        itertools.product(*(range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)))
+    )
+    mine = [b for b in world.mine(blocks) if not done[b]]
+    written = []
+    cache = _TileCache()
+    runner = TileRunner(model, device, pairs, cfg.RuntimeAug)
+    with runner:
+        for count, index in enumerate(mine):
+            if should_cancel is not None and should_cancel():
+                raise PredictionCancelled
+            region = tuple(
+                slice(i * b, min((i + 1) * b, n))
+                for i, b, n in zip(index, block, shape, strict=True)
+            )
+            values = _predict_block(runner, plan, image, region, len(pairs), cfg.batch_size, cache)
+            if cfg.Threshold > 0:
+                values = np.where(values > cfg.Threshold, np.uint8(255), np.uint8(0))
+            array[(slice(None), *region)] = values
+            done[index] = world.rank + 1  # after the data: skipped only once it is written
+            written.append(index)
+            if progress is not None:
+                progress(count + 1, len(mine))
+    return written
+
+
+def _check(cfg: PredictConfig) -> None:
+    if cfg.tiling != "blend":
+        raise ChunkedError(
+            "tiling: the established tiling rescales the whole output to [0, 1]; use blend for "
+            "OME-Zarr output"
+        )
+    if any(r != 1 for r in cfg.ResizeRatio):
+        raise ChunkedError(
+            "ResizeRatio: resizing needs the whole volume; give 1, 1, 1 for OME-Zarr"
+        )
+
+
+class _TileCache:
+    """Tile outputs kept for the next blocks they reach into (least recently used go first).
+
+    A tile that crosses a block border is computed once while the cache holds it: blocks are
+    written in the plan's order, so its neighbours come soon after. Beyond ``budget`` bytes the
+    oldest outputs are dropped (and computed again if a later block needs them): memory stays
+    bounded whatever the volume.
+    """
+
+    def __init__(self, budget: int = 512 * 2**20) -> None:
+        self.budget, self.used = budget, 0
+        self.outputs: OrderedDict[Corner, np.ndarray] = OrderedDict()
+        self.computed = 0  # tiles run through the network
+
+    def get(self, corner: Corner) -> np.ndarray | None:
+        found = self.outputs.get(corner)
+        if found is not None:
+            self.outputs.move_to_end(corner)
+        return found
+
+    def put(self, corner: Corner, output: np.ndarray) -> None:
+        self.outputs[corner] = output
+        self.used += output.nbytes
+        while self.used > self.budget and len(self.outputs) > 1:
+            _, dropped = self.outputs.popitem(last=False)
+            self.used -= dropped.nbytes
+
+
+def _predict_block(runner, plan: TilePlan, image, region, n_pairs, batch, cache) -> np.ndarray:
+    """The blended probabilities of one output block: its tiles only, summed in the plan's order."""
+    shape = tuple(r.stop - r.start for r in region)
+    sums = np.zeros((n_pairs, *shape), np.float32)
+    weight = np.zeros(shape, np.float32)
+    window = blend_window(plan.size_out)
+    corners = list(_corners_in(plan, region))
+    missing = [c for c in corners if cache.get(c) is None]
+    for start in range(0, len(missing), batch):
+        chunk = missing[start : start + batch]
+        tiles = torch.from_numpy(plan.cut(image, chunk)).to(runner.device)
+        with torch.inference_mode():
+            probs = _tile_probs(runner.model, tiles, runner.pairs, runner.runtime_aug).cpu().numpy()
+        for corner, prob in zip(chunk, probs, strict=True):
+            cache.put(corner, prob * window)
+        cache.computed += len(chunk)
+    for corner in corners:
+        weighted = cache.get(corner)
+        if weighted is None:  # dropped already: the cache is smaller than one block's tiles
+            tile = torch.from_numpy(plan.cut(image, [corner])).to(runner.device)
+            with torch.inference_mode():
+                prob = _tile_probs(runner.model, tile, runner.pairs, runner.runtime_aug)
+            weighted = prob.cpu().numpy()[0] * window
+            cache.computed += 1
+        inside, local = _overlap(corner, plan.size_out, region)
+        sums[(slice(None), *local)] += weighted[(slice(None), *inside)]
+        weight[local] += window[inside]
+    return sums / weight
+
+
+def _corners_in(plan: TilePlan, region) -> Iterator[Corner]:
+    """The plan's corners whose output reaches into ``region``, in the plan's order."""
+    per_axis = [sorted({c[a] for c in plan.corners}) for a in range(3)]
+    wanted = [
+        [s for s in starts if s < r.stop and s + o > r.start]
+        for starts, r, o in zip(per_axis, region, plan.size_out, strict=True)
+    ]
+    yield from itertools.product(*wanted)
+
+
+def _overlap(corner: Corner, size_out, region) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """(the part of a tile's output inside ``region``, where it lies in the region's block)."""
+    inside, local = [], []
+    for c, o, r in zip(corner, size_out, region, strict=True):
+        lo, hi = max(c, r.start), min(c + o, r.stop)
+        inside.append(slice(lo - c, hi - c))
+        local.append(slice(lo - r.start, hi - r.start))
+    return tuple(inside), tuple(local)
+
+
+class _Normalised:
+    """A (C, Z, Y, X) array-like whose windows come normalised with whole-volume statistics."""
+
+    def __init__(self, source, recipe) -> None:
+        self.source = source
+        self.shape = tuple(source.shape)
+        self.transforms = [streamed_normalizer(recipe, source, c) for c in range(self.shape[0])]
+
+    def __getitem__(self, key) -> np.ndarray:
+        channels, *rest = key
+        block = np.asarray(self.source[(channels, *rest)], dtype=np.float32)
+        picked = range(self.shape[0])[channels]
+        return np.stack([self.transforms[c](b) for c, b in zip(picked, block, strict=True)])
+
+
+def _wait_for_store(path: Path, seconds: float = 300.0) -> None:
+    """Wait until rank 0 has created the output store (its done flags are made last)."""
+    deadline = time.monotonic() + seconds
+    while not (path / DONE / "zarr.json").exists():
+        if time.monotonic() > deadline:
+            raise ChunkedError(f"{path}: rank 0 did not create the output within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+def open_output(
+    path: str | Path,
+    shape: tuple[int, ...],
+    block: Sequence[int],
+    labels: bool,
+    voxel_size: Sequence[float] | None,
+):
+    """The OME-Zarr image array at ``path`` (created, or reopened to resume) and its done flags."""
+    import zarr
+    from ome_zarr.format import CurrentFormat
+    from ome_zarr.writer import write_multiscales_metadata
+
+    group = zarr.open_group(str(path), mode="a")
+    dtype = np.uint8 if labels else np.float32
+    chunks = (1, *block)
+    if "0" in group:
+        array = group["0"]
+        if tuple(array.shape) != shape or array.dtype != dtype:
+            raise ChunkedError(
+                f"{path} holds a different prediction ({array.shape}, {array.dtype}): choose "
+                "another output"
+            )
+    else:
+        array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+        scale = [1.0, *(voxel_size or (1.0, 1.0, 1.0))]
+        axes = [
+            {"name": "c", "type": "channel"},
+            *({"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"),
+        ]
+        write_multiscales_metadata(
+            group,
+            [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+            fmt=CurrentFormat(),
+            axes=axes,
+        )
+    grid = tuple(math.ceil(n / b) for n, b in zip(shape[1:], block, strict=True))
+    done = group.require_array(DONE, shape=grid, chunks=(1, 1, 1), dtype=np.uint8, fill_value=0)
+    return array, done
+
+
+def predict_file_to_zarr(
+    model: torch.nn.Module,
+    source: Path,
+    output: Path,
+    cfg: PredictConfig,
+    device: torch.device,
+    world=None,
+    progress: Callable[[str, int, int], None] | None = None,
+    notes: Callable[[str, str], None] | None = None,
+) -> Path:
+    """One image (OME-Zarr or TIFF, read lazily) predicted block by block into an OME-Zarr."""
+    image, voxel = open_lazy(source)
+    with image:
+        return _zarr_from_lazy(
+            model, image, voxel, source, output, cfg, device, world, progress, notes
+        )
+
+
+def _zarr_from_lazy(model, image, voxel, source, output, cfg, device, world, progress, notes):
+    if image.shape[0] < max(cfg.InputCh) + 1:
+        raise ImageReadError(
+            f"{source}: InputCh {cfg.InputCh} asks for more channels than {image.shape[0]}"
+        )
+    size_in, size_out = cfg.size_in, cfg.size_out
+    if cfg.size_in == "auto":
+        block_bytes = 3 * 4 * math.prod(BLOCK) * (cfg.nchannel + len(cfg.OutputCh) // 2)
+        choice = choose_tile(
+            cfg.model.name,
+            image.shape[1:],
+            memory_budget(device) - block_bytes,
+            zoom_ratio=cfg.model.zoom_ratio,
+            nchannel=cfg.nchannel,
+            batch_size=cfg.batch_size,
+        )
+        size_in, size_out = choice.size_in, choice.size_out
+        if notes is not None:
+            notes(source.name, str(choice))
+    written = predict_to_zarr(
+        model,
+        _Channels(image, cfg.InputCh),
+        output,
+        cfg,
+        size_in,
+        size_out,
+        device=device,
+        world=world,
+        voxel_size=voxel,
+        progress=functools.partial(progress, source.name) if progress else None,
+    )
+    if notes is not None and world is not None and world.distributed:
+        notes(source.name, f"rank {world.rank}/{world.size} wrote blocks {sorted(written)}")
+    return output
+
+
+class _Channels:
+    """The InputCh channels of a lazy (C, Z, Y, X) image, still lazy."""
+
+    def __init__(self, image, channels: list[int]) -> None:
+        self.image, self.channels = image, [c % image.shape[0] for c in channels]
+        self.shape = (len(self.channels), *image.shape[1:])
+
+    def __getitem__(self, key):
+        channels, *rest = key
+        picked = (
+            self.channels[channels] if isinstance(channels, slice) else [self.channels[channels]]
+        )
+        return np.stack([self.image[(c, *rest)] for c in picked])
