@@ -3,7 +3,8 @@
 # (the package itself is used from src/, no install needed):
 #   CUDA tests (speed options train, float32 checkpoints, GPU predicts what the CPU predicts),
 #   the training step in each speed setting at the seed's [48,148,148] x 8 and the full loop,
-#   patch buffer build with several workers, whole-volume prediction, torch.compile, and a
+#   patch buffer build with several workers, the quick preset's probe, whole-volume prediction
+#   (training tile vs automatic tile), torch.compile, and a
 #   one-process NCCL run through torchrun.
 #     bash bench/gpu_check.sh            # logs in ./gpu_logs (or $OUT)
 # Each part is limited to PART_LIMIT seconds (default 150) so one hang cannot eat the rest;
@@ -31,7 +32,7 @@ size=(--device cuda --size-in 48 148 148 --batch 8 --iters 10)
 part tests "$py" -m pytest -q -p no:cacheprovider -o filterwarnings=default tests/test_cuda.py
 part step "$py" bench/bench_train_step.py "${size[@]}" --modes fp32 bf16 bf16+cl fp16 --loop bf16
 part buffer "$py" bench/bench_buffer.py --workers 1 4 8
-part predict "$py" bench/bench_predict.py --device cuda --batch 4
-part predict_established "$py" bench/bench_predict.py --device cuda --batch 4 --size-in 48 244 244 --tiling established
+part quick "$py" -m napari_cellseg_trainer config template --preset quick --device cuda --minutes 10
+part predict "$py" bench/bench_predict.py --device cuda --seconds 60
 part compile "$py" bench/bench_train_step.py "${size[@]}" --modes bf16 bf16+compile bf16+cl+compile
 part ddp "$py" bench/bench_ddp.py --device cuda --procs 1 --size-in 48 148 148 --batch 8 --epochs 3

@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
 if [ "${1:-}" = "--headless" ]; then
   shift
-  .venv/bin/cellseg-trainer sample-data runs/sample_data
+  [ -d runs/sample_data ] || .venv/bin/cellseg-trainer sample-data runs/sample_data
   exec .venv/bin/cellseg-trainer train --config examples/demo_cpu.yaml "$@"
 fi
 if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then

@@ -211,3 +211,28 @@ def test_two_ranks_write_every_chunk_exactly_once(tmp_path):
     assert {(b, flags[b]) for b in first} == {(b, 1) for b in first}  # the writer's rank + 1
     assert {(b, flags[b]) for b in second} == {(b, 2) for b in second}
     assert np.isfinite(zarr.open_group(str(out))["0"][:]).all()
+
+
+def test_a_store_made_by_other_weights_is_refused_and_overwrite_starts_again(volume, tmp_path):
+    from napari_cellseg_trainer.inference.chunked import ChunkedError
+
+    _, data = volume
+    out = tmp_path / "cells.ome.zarr"
+    image = normalize(data[None], 10)
+    args = (out, _config(), SIZE_IN, SIZE_OUT)
+    assert len(predict_to_zarr(Counting(), image, *args, block=BLOCK)) == 18
+    assert predict_to_zarr(Counting(), image, *args, block=BLOCK) == []  # complete: resumed
+    other = Counting()
+    with torch.no_grad():
+        other.conv.bias += 1
+    with pytest.raises(ChunkedError, match="other weights or settings"):
+        predict_to_zarr(other, image, *args, block=BLOCK)
+    assert len(predict_to_zarr(other, image, *args, block=BLOCK, restart=True)) == 18
+    expected = predict_volume(other, image, SIZE_IN, SIZE_OUT)
+    np.testing.assert_allclose(zarr.open_group(str(out))["0"][:], expected, atol=1e-6)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    with pytest.raises(ChunkedError, match="not a prediction of this tool"):
+        predict_to_zarr(other, image, folder, *args[1:], block=BLOCK, restart=True)
+    assert (folder / "notes.txt").read_text() == "keep"

@@ -121,3 +121,33 @@ def test_bad_params_are_user_errors(field, value):
 def test_spacing_must_fit_the_dimensions():
     with pytest.raises(InstanceError, match="spacing"):
         label_instances(np.zeros((4, 4), np.float32), InstanceParams())
+
+
+def test_the_cli_writes_instances_beside_the_result_with_the_voxel_size(
+    trained_checkpoint, tmp_path, capsys
+):
+    import tifffile
+
+    from napari_cellseg_trainer.cli import main
+    from napari_cellseg_trainer.data.images import voxel_size_of
+
+    image = tmp_path / "cells.ome.tif"
+    data = np.random.default_rng(0).random((6, 30, 40)).astype(np.float32)
+    meta = {"axes": "ZYX", "PhysicalSizeZ": 1.0, "PhysicalSizeY": 0.25, "PhysicalSizeX": 0.25}
+    tifffile.imwrite(image, data, ome=True, metadata=meta)
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", str(trained_checkpoint), "--input", str(image)]
+    assert main([*args, "--output", str(out), "--instances", "components"]) == 0
+    assert "instances: components at threshold 0.50" in capsys.readouterr().err
+    probability = tifffile.imread(out / "cells_struct_segmentation.tiff")
+    labels = tifffile.imread(out / "cells_instances.tiff")
+    assert labels.shape == probability.shape and np.issubdtype(labels.dtype, np.integer)
+    spacing = (1.0, 0.25, 0.25)
+    expected = label_instances(
+        probability, InstanceParams(method="components", min_size=10, spacing=spacing)
+    )
+    np.testing.assert_array_equal(labels, expected)
+    assert voxel_size_of(out / "cells_instances.tiff") == pytest.approx(spacing)
+    # a second run refuses to replace them, naming the file
+    assert main([*args, "--output", str(out), "--instances"]) == 2
+    assert "already exists" in capsys.readouterr().err

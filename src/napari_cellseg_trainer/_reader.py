@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from .data.images import BIOIO_SUFFIXES, TIFF_SUFFIXES, read_microscopy
+from .data.images import (
+    BIOIO_SUFFIXES,
+    TIFF_SUFFIXES,
+    MicroscopyImage,
+    channel_names,
+    open_lazy,
+    read_microscopy,
+    to_tczyx,
+)
 from .errors import UserInputError
 
 LABEL_NAME = re.compile(r"(_labels?|_gt|_mask|_masks)(\.ome)?\.(tiff?|zarr)$", re.IGNORECASE)
@@ -46,7 +54,7 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
 
 def _layers_of(path: Path) -> list[LayerData]:
     try:
-        image = read_microscopy(path)
+        image = _lazy_zarr(path) or read_microscopy(path)
     except UserInputError as err:
         raise ValueError(str(err)) from None
     data = image.data  # (T, C, Z, Y, X)
@@ -60,11 +68,26 @@ def _layers_of(path: Path) -> list[LayerData]:
             labels = labels.astype(np.int32)
         return [(labels, {"name": name, "scale": _scale(labels, scale)}, "labels")]
     layers = []
+    names = channel_names(path) if data.shape[1] > 1 else []
     for c in range(data.shape[1]):
         channel = data[:, c] if data.shape[0] > 1 else data[0, c]
-        title = name if data.shape[1] == 1 else f"{name} [{c}]"
+        known = names[c] if len(names) == data.shape[1] and names[c] else str(c)
+        title = name if data.shape[1] == 1 else f"{name} [{known}]"
         layers.append((channel, {"name": title, "scale": _scale(channel, scale)}, "image"))
     return layers
+
+
+def _lazy_zarr(path: Path) -> MicroscopyImage | None:
+    """An OME-Zarr as a dask array over its zarr level 0: napari reads only what it shows."""
+    if not path.name.lower().endswith(".zarr"):
+        return None
+    try:
+        import dask.array
+    except ImportError:  # no dask: read into memory
+        return None
+    lazy, voxel = open_lazy(path)
+    data = to_tczyx(dask.array.from_zarr(lazy.array), lazy.axes, path)
+    return MicroscopyImage(path, tuple(int(v) for v in data.shape), data, voxel)
 
 
 def _scale(array: np.ndarray, voxel: tuple[float, float, float]) -> tuple[float, ...]:

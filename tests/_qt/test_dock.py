@@ -46,7 +46,7 @@ def test_at_1280_by_800_the_window_fits_and_nothing_scrolls_sideways(dock):
             assert not bar.isVisible() and bar.maximum() == 0, tab
             assert area.widget().width() <= area.viewport().width()
     # the controls that matter are reachable: inside their scrolling area, not cut off
-    assert dock.width() < 1280 / 2 and dock.predict.save_button.isVisibleTo(dock.predict)
+    assert dock.width() < 1280 / 2 and dock.predict.outputs.save_button.isVisibleTo(dock.predict)
 
 
 def test_previews_are_framed_titled_and_in_the_cameras_view(dock):
@@ -124,7 +124,7 @@ def test_export_from_layers_writes_the_folder_the_cli_then_trains_on(dock, tiny_
     panel.layer_data.use_pair(
         viewer.layers["sample filaments"], viewer.layers["sample filaments ground truth"]
     )
-    path = panel.export_yaml(tmp_path / "train.yaml")
+    path = panel.tools.export_yaml(tmp_path / "train.yaml")
     assert path is not None
     saved = config.load_config(path)
     folder = Path(saved.loader.datafolder)
@@ -148,7 +148,7 @@ def test_a_failed_import_keeps_the_forms_values_and_waits_to_train(
     bad = tmp_path / "bad.yaml"
     text = config.dump_config(cfg).replace("learning_rate: 0.0003", "learning_rate: fast")
     bad.write_text(text.replace("epochs: 2", "epochs: 7"))
-    problems = panel.import_yaml(bad)
+    problems = panel.tools.import_yaml(bad)
     assert [p.key for p in problems] == ["learning_rate"]
     assert panel.form.cfg.learning_rate == pytest.approx(3e-4)  # kept, not the default 1e-5
     assert panel.form.cfg.epochs == 7  # what could be read was read
@@ -157,7 +157,7 @@ def test_a_failed_import_keeps_the_forms_values_and_waits_to_train(
     panel.form.set_value("learning_rate", "1e-4")
     assert "learning_rate" not in panel.train_button.toolTip()
     # a round trip keeps the types: leaveout [0] stays [0], not [0.0]
-    path = panel.export_yaml(tmp_path / "again.yaml")
+    path = panel.tools.export_yaml(tmp_path / "again.yaml")
     assert "leaveout: [0]" in path.read_text()
 
 

@@ -24,10 +24,11 @@ def viewer(make_napari_viewer):
 
 
 @pytest.fixture
-def panel(viewer, trained_checkpoint, qtbot) -> PredictWidget:
+def panel(viewer, stand_in_checkpoint, stand_in_predictor) -> PredictWidget:
+    """The panel with a checkpoint loaded; the network is the stand-in (milliseconds a tile)."""
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
-    assert widget.load_checkpoint(trained_checkpoint)
+    assert widget.load_checkpoint(stand_in_checkpoint)
     widget.form.set_value("size_in", TILES)
     widget.form.set_value("tiling", "established")
     widget.form.set_value("device", "cpu")
@@ -50,23 +51,23 @@ def run(panel, qtbot, start):
 @pytest.fixture
 def inferences(monkeypatch):
     """The number of times the panel ran the network (each whole volume or preview is one)."""
-    from napari_cellseg_trainer._qt import predict_widget
+    from napari_cellseg_trainer._qt import predict_run
 
     calls = []
-    real = predict_widget.run_segmentation
+    real = predict_run.run_segmentation
 
     def counted(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(predict_widget, "run_segmentation", counted)
+    monkeypatch.setattr(predict_run, "run_segmentation", counted)
     return calls
 
 
-def test_checkpoint_fills_the_model_settings(panel, trained_checkpoint):
+def test_checkpoint_fills_the_model_settings(panel, stand_in_checkpoint):
     cfg = panel.form.cfg
     assert cfg.model.name == "unet_xy" and cfg.nclass == [2, 2, 2] and cfg.InputCh == [0]
-    assert cfg.model_path == str(trained_checkpoint)
+    assert cfg.model_path == str(stand_in_checkpoint)
     assert cfg.size_out == [4, 76, 76]  # follows the bigger tiles chosen above
 
 
@@ -122,10 +123,10 @@ def test_save_writes_what_the_cli_reproduces(panel, viewer, qtbot, tmp_path):
     layer = small_image(viewer)
     panel.set_image(layer)
     panel.form.set_value("OutputDir", str(tmp_path / "out"))
-    panel.save_probability.value = True
+    panel.outputs.save_probability.value = True
     run(panel, qtbot, panel.predict_whole)
     panel.threshold.value = float(np.median(panel.result.probability))
-    written = panel.save()
+    written = panel.outputs.save()
     names = sorted(p.name for p in written)
     # The image was made in napari (no file behind it): it is saved too, for the YAML.
     assert names == [
@@ -151,7 +152,7 @@ def test_save_refuses_a_preview_only_result(panel, viewer, qtbot, tmp_path, note
     panel.form.set_value("OutputDir", str(tmp_path / "out"))
     run(panel, qtbot, panel.preview)
     assert not panel.result.complete
-    assert panel.save() == []
+    assert panel.outputs.save() == []
     assert any("Whole volume" in m for s, m in notes if s == "error")
     assert not (tmp_path / "out").exists()
 
@@ -183,19 +184,19 @@ def test_a_mismatched_checkpoint_gives_a_notification(viewer, qtbot, tmp_path, n
 
 
 def test_training_panel_previews_the_latest_checkpoint_in_the_predict_tab(
-    viewer, trained_checkpoint, qtbot
+    viewer, stand_in_checkpoint, stand_in_predictor, qtbot
 ):
     from napari_cellseg_trainer._qt.dock import SegmentationDock
 
     dock = SegmentationDock(viewer)
     viewer.window.add_dock_widget(dock, name="Segmentation")
-    dock.train.form.set_value("checkpoint_dir", str(trained_checkpoint.parent))
+    dock.train.form.set_value("checkpoint_dir", str(stand_in_checkpoint.parent))
     layer = small_image(viewer, shape=(6, 12, 12))
     viewer.layers.selection.active = layer
     assert dock.currentWidget() is dock.train
     with qtbot.waitSignal(dock.predict.idle, timeout=WAIT_MS):
         assert dock.train.preview_latest_checkpoint()
     assert dock.currentWidget() is dock.predict
-    assert dock.predict.form.cfg.model_path == str(trained_checkpoint)
+    assert dock.predict.form.cfg.model_path == str(stand_in_checkpoint)
     assert dock.predict.result is not None and dock.predict.result.done.any()
     assert "cells probability" in viewer.layers

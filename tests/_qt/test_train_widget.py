@@ -12,10 +12,11 @@ import yaml
 from qtpy.QtGui import QImage
 
 from napari_cellseg_trainer import config
-from napari_cellseg_trainer._qt.preview import NAMES
+from napari_cellseg_trainer._qt.preview import FRAMES, NAMES
 from napari_cellseg_trainer._qt.train_widget import TrainWidget
 from napari_cellseg_trainer.checkpoint import load_checkpoint
 from napari_cellseg_trainer.devices import threads_sparing_a_core
+from napari_cellseg_trainer.training.events import IterationEnd
 from napari_cellseg_trainer.training.metrics import read_metrics
 
 pytestmark = pytest.mark.gui
@@ -47,8 +48,16 @@ def test_form_lists_every_field_with_tooltip_and_kind(panel):
 
 def test_groups_and_zoom_ratio_visibility(panel):
     form = panel.form
-    assert list(form.sections)[:5] == ["model", "patch size", "training", "data", "validation"]
+    assert list(form.sections)[:6] == [
+        "model",
+        "patch size",
+        "training",
+        "data",
+        "learning",
+        "validation",
+    ]
     assert not form.sections["validation"].isExpanded()
+    assert not form.sections["learning"].isExpanded()
     assert form.sections["model"].isExpanded()
     zoom = form.editors["model.zoom_ratio"].widget.native
     assert zoom.isHidden()
@@ -102,16 +111,16 @@ def test_export_import_round_trip(panel, tmp_path, notes):
     wanted.seed = None
     form.set_config(wanted)
     assert form.cfg == wanted
-    path = panel.export_yaml(tmp_path / "train.yaml")
+    path = panel.tools.export_yaml(tmp_path / "train.yaml")
     assert path is not None
     # The file is in the established layout and loads from the CLI's loader unchanged.
     data = yaml.safe_load(path.read_text())
     assert data["loader"]["PatchPerBuffer"] == 20 and data["model"]["name"] == "unet_xy"
     assert config.load_config(path) == wanted
 
-    panel.reset()
+    panel.tools.reset()
     assert form.cfg == config.TrainConfig()
-    assert panel.import_yaml(path) == []
+    assert panel.tools.import_yaml(path) == []
     assert form.cfg == wanted
     # The widgets show the imported values, not just the object.
     assert form.editors["loss.ignore_index"].widget.value == "255"
@@ -122,18 +131,18 @@ def test_export_import_round_trip(panel, tmp_path, notes):
 def test_import_reports_every_problem_and_keeps_the_panel_usable(panel, tmp_path, notes):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: many\nloader:\n  batch_sise: 4\nsize_in: [48, 148, 148]\n")
-    problems = panel.import_yaml(bad)
+    problems = panel.tools.import_yaml(bad)
     assert {"epochs", "loader.batch_sise"} <= {p.key for p in problems}
     assert any("batch_sise" in m and "did you mean" in m for _, m in notes)
     assert panel.form.cfg.epochs == config.TrainConfig().epochs
-    panel.import_yaml(tmp_path / "missing.yaml")
+    panel.tools.import_yaml(tmp_path / "missing.yaml")
     assert any("does not exist" in m for _, m in notes)
-    assert panel.import_button.isEnabled()
+    assert panel.tools.import_button.isEnabled()
 
 
 def test_export_refuses_a_config_with_problems(panel, tmp_path, notes):
     panel.form.set_value("size_in", [48, 150, 150])
-    assert panel.export_yaml(tmp_path / "x.yaml") is None
+    assert panel.tools.export_yaml(tmp_path / "x.yaml") is None
     assert not (tmp_path / "x.yaml").exists()
     assert any("size_in" in m for _, m in notes)
 
@@ -148,7 +157,7 @@ def _tiny(panel: TrainWidget, tiny_config: config.TrainConfig, epochs: int) -> c
 
 
 def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
-    panel, tiny_config, qtbot, notes, monkeypatch
+    panel, tiny_config, qtbot, notes, monkeypatch, stand_in_network
 ):
     from napari_cellseg_trainer import devices
 
@@ -172,14 +181,18 @@ def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
     assert [viewer.layers[n].data.shape for n in NAMES] == [tuple(cfg.size_out)] * 3
     assert not panel.train_button.isEnabled() and panel.stop_button.isEnabled()
     assert not panel.form.isEnabled()
-    qtbot.waitUntil(
-        lambda: enough_previews() and bool(panel.plot.history.epoch_loss), timeout=WAIT_MS
-    )
+    # each event is drawn by the panel before the test's check of it runs (connected later)
+    with qtbot.waitSignal(
+        worker.yielded,
+        timeout=WAIT_MS,
+        check_params_cb=lambda _: enough_previews() and bool(panel.plot.history.epoch_loss),
+    ):
+        pass
     # Loss points reached the plot; the three preview layers exist once each and change in place.
     assert len(panel.plot.history.iteration_loss) >= 3
     assert all(np.isfinite(panel.plot.history.iteration_loss))
     assert [n for n in viewer.layers if n.name.startswith("preview")] == [
-        viewer.layers[n] for n in NAMES
+        viewer.layers[n] for n in (*NAMES, FRAMES)
     ]
     assert not np.array_equal(snapshots[0], snapshots[-1])
     xs = [viewer.layers[n].translate[-1] for n in NAMES]
@@ -204,7 +217,7 @@ def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
 
 
 def test_an_error_inside_training_becomes_a_notification(
-    panel, tiny_config, tmp_path, qtbot, notes
+    panel, tiny_config, tmp_path, qtbot, notes, stand_in_network
 ):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -231,10 +244,17 @@ def test_train_refuses_a_missing_folder_with_a_notification(panel, tiny_config, 
     assert not panel.training
 
 
-def test_closing_napari_during_training_stops_it_with_a_checkpoint(panel, tiny_config, qtbot):
+def test_closing_napari_during_training_stops_it_with_a_checkpoint(
+    panel, tiny_config, qtbot, stand_in_network
+):
     cfg = _tiny(panel, tiny_config, epochs=1000)
-    panel.start_training()
-    qtbot.waitUntil(lambda: len(panel.plot.history.iteration_loss) >= 1, timeout=WAIT_MS)
+    with qtbot.waitSignal(
+        panel.start_training().yielded,
+        timeout=WAIT_MS,
+        check_params_cb=lambda event: isinstance(event, IterationEnd),
+    ):
+        pass
+    assert panel.training and not panel._done.is_set()  # closed while it runs
     panel.viewer.close()
     assert panel._done.is_set()
     assert list(Path(cfg.checkpoint_dir).glob("checkpoint_epoch_*.pytorch"))
@@ -242,7 +262,7 @@ def test_closing_napari_during_training_stops_it_with_a_checkpoint(panel, tiny_c
 
 def test_sample_preset_writes_the_sample_folder_once(panel, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    panel.use_sample_preset()
+    panel.tools.use_sample_preset()
     cfg = panel.form.cfg
     assert panel.form.problems() == []
     assert config.check_paths(cfg) == []
@@ -263,7 +283,7 @@ def test_napari_finds_the_panel_and_the_sample_data(make_napari_viewer, tmp_path
     )
     panel = dock.train
     assert isinstance(panel, TrainWidget)
-    panel.use_sample_preset()
+    panel.tools.use_sample_preset()
     assert panel.train_button.isEnabled()
     # The layers show image 0 of the folder the preset trains on.
     from napari_cellseg_trainer.data import load_folder
@@ -272,7 +292,9 @@ def test_napari_finds_the_panel_and_the_sample_data(make_napari_viewer, tmp_path
     assert np.array_equal(images[0].label, viewer.layers[1].data)
 
 
-def test_train_from_layers_without_a_data_folder(panel, tiny_config, tmp_path, qtbot):
+def test_train_from_layers_without_a_data_folder(
+    panel, tiny_config, tmp_path, qtbot, stand_in_network
+):
     cfg = _tiny(panel, tiny_config, epochs=1)
     panel.form.set_value("loader.datafolder", str(tmp_path / "no_such_folder"))
     viewer = panel.viewer
@@ -281,9 +303,8 @@ def test_train_from_layers_without_a_data_folder(panel, tiny_config, tmp_path, q
     row.image.value = viewer.layers["sample filaments"]
     row.labels.value = viewer.layers["sample filaments ground truth"]
     panel.layer_data.use_layers.value = True
-    worker = panel.start_training()
-    assert worker is not None
-    qtbot.waitUntil(lambda: not panel.training, timeout=WAIT_MS)
+    with qtbot.waitSignal(panel.idle, timeout=WAIT_MS):
+        assert panel.start_training() is not None
     assert panel.plot.history.iteration_loss  # it trained on the layers
     assert list(Path(cfg.checkpoint_dir).glob("checkpoint_epoch_1.pytorch"))
 
@@ -333,17 +354,30 @@ def test_zoom_suggestion_from_a_labels_layer_sets_the_model(panel, notes):
     assert any("zoom_ratio 3" in m for _, m in notes)
 
 
-def test_advise_sizes_fills_size_and_batch_for_a_budget(panel, notes):
-    panel.memory_box.setText("8GB")
-    advice = panel.advise_sizes()
+def test_advise_sizes_fills_size_and_batch_for_a_budget(
+    panel, qtbot, notes, stand_in_network, tmp_path, monkeypatch
+):
+    from napari_cellseg_trainer.models.memory import advise
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the step probe's cache: the test's own
+    expected = advise("unet_xy", 8 * 2**30, 3, 1)
+    assert list(expected.size_in) != panel.form.cfg.size_in  # the advice changes the form
+    panel.tools.memory_box.setText("8GB")
+    with qtbot.waitSignal(panel.idle, timeout=WAIT_MS):
+        assert panel.tools.advise_sizes() is not None
     cfg = panel.form.cfg
-    assert advice is not None
-    assert (cfg.size_in, cfg.size_out, cfg.loader.batch_size) == ([48, 132, 132], [20, 44, 44], 4)
-    assert panel.form.editors["size_out"].widget.value == "20, 44, 44"
-    panel.memory_box.setText("lots")
-    assert panel.advise_sizes() is None
+    assert (cfg.size_in, cfg.size_out, cfg.loader.batch_size) == (
+        list(expected.size_in),
+        list(expected.size_out),
+        expected.batch_size,
+    )
+    assert panel.form.editors["size_out"].widget.value == ", ".join(map(str, expected.size_out))
+    assert "an iteration" in panel.status.text()  # the time from the probe of real steps
+    assert any("sizes set by the advisor" in m for s, m in notes)
+    panel.tools.memory_box.setText("lots")
+    assert panel.tools.advise_sizes() is None  # refused at once: no worker started
     assert any("expected a size like 8GB" in m for s, m in notes if s == "error")
-    assert cfg.size_in == [48, 132, 132]
+    assert cfg.size_in == list(expected.size_in) and not panel.busy
 
 
 def test_the_loss_curve_is_drawn_outside_the_gui_thread(panel, qtbot, monkeypatch, tmp_path):
@@ -360,12 +394,14 @@ def test_the_loss_curve_is_drawn_outside_the_gui_thread(panel, qtbot, monkeypatc
 
     monkeypatch.setattr(loss_plot, "_draw", spy)
     plot = panel.plot
-    for i in range(1, 21):
-        plot.add(IterationEnd(0, i, 2.0 / i, 0.1))
-    plot.add(EpochEnd(1, 1.0, 20, 2.0))  # an epoch end is drawn at once, never held back
-    qtbot.waitUntil(lambda: bool(drawn) and drawn[-1][1] == 20, timeout=10_000)
-    # ... and shown in the GUI thread
-    qtbot.waitUntil(lambda: plot.view._image is not None, timeout=10_000)
+    # the drawing of all 20 points reaches the GUI thread (queued from the drawing thread)
+    # (queued: the plot's own slot, connected first, has shown the image when this one runs)
+    with qtbot.waitSignal(
+        plot._drawn, timeout=10_000, check_params_cb=lambda _: drawn[-1][1] == 20
+    ):
+        for i in range(1, 21):
+            plot.add(IterationEnd(0, i, 2.0 / i, 0.1))
+        plot.add(EpochEnd(1, 1.0, 20, 2.0))  # an epoch end is drawn at once, never held back
     assert {thread for thread, _ in drawn} == {"loss-plot"}
     image = plot.view._image
     assert image is not None and image.width() >= 50 and image.height() >= 50

@@ -1,8 +1,10 @@
 """The prediction dock widget: checkpoint + image layer in, probability and labels layers out.
 
-A quick preview segments the planes around the current z; "Whole volume" segments everything.
-Both run in a worker thread with progress and Cancel. The probabilities are kept, so the
-threshold slider redraws the labels at once, without a new inference.
+A quick preview segments the planes around the current z; "Whole volume" segments everything:
+in memory, or, for a zarr- or dask-backed layer, block by block into
+``<OutputDir>/<layer>_struct_segmentation.ome.zarr``, shown straight from that store. Both run
+in a worker thread with progress and Cancel. The probabilities are kept, so the threshold
+slider redraws the labels at once, without a new inference.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,21 +20,22 @@ from magicgui import widgets
 from napari.layers import Image
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout
 
 from .. import config as config_mod
 from ..config import ConfigError
 from ..errors import UserInputError
+from . import predict_run as run
 from .config_form import ConfigForm
+from .predict_layers import ResultLayers
+from .predict_output import OutputTools
 from .results import ResultTools
-from .user_layers import PROBABILITY_SUFFIX, user_images
+from .user_layers import user_images
 from .widgets import clock, push_button, scrolling
 from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
     import napari
-    import torch
 
 # The model settings a checkpoint's own config supplies (checkpoint.MODEL_KEYS), and the
 # channels that go with its nchannel. Listed here too because importing the checkpoint module
@@ -61,98 +63,8 @@ FIELDS = (
     "device",
     "OutputDir",
 )
-_NOT_NEEDED_TO_PREDICT = {"OutputDir"}  # only saving needs it
+_NOT_NEEDED_TO_PREDICT = {"OutputDir"}  # only saving needs it (and a lazy image's whole volume)
 _STEPS = 1000  # the progress bar's resolution
-
-
-class _Relay(QObject):
-    """Carries progress and notes from the worker thread to the GUI thread (queued signals)."""
-
-    progress = Signal(float, int)  # tiles done (fractions too), tiles in all
-    note = Signal(str)  # e.g. the automatic tile chosen
-
-
-@dataclass
-class Result:
-    """The probabilities of one image layer, filled plane by plane (previews) or whole."""
-
-    layer_name: str
-    probability: np.ndarray  # (Z, Y, X) or (n_pairs, Z, Y, X) float32
-    done: np.ndarray  # (Z,) bool: planes predicted so far
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.done.all())
-
-
-def _as_czyx(data: np.ndarray) -> np.ndarray:
-    """A layer's data as (C, Z, Y, X): a 2-D image is one plane, a 3-D one one channel."""
-    data = np.asarray(data)
-    if data.ndim == 2:
-        return data[None, None]
-    if data.ndim == 3:
-        return data[None]
-    if data.ndim == 4:
-        return data
-    raise ValueError(
-        f"the image layer has {data.ndim} dimensions; expected (Z,) Y, X or C, Z, Y, X"
-    )
-
-
-def run_segmentation(
-    cfg: config_mod.PredictConfig,
-    image: np.ndarray,
-    planes: tuple[int, int] | None,
-    model_cache: dict,
-    relay: _Relay,
-    cancel: threading.Event,
-) -> tuple[tuple[int, int], np.ndarray]:
-    """Worker body: load (or reuse) the model, then segment ``planes`` or the whole volume."""
-    from ..devices import release_freed_memory, select_device
-    from ..inference.run import Callbacks, load_model, segment
-
-    device = select_device(cfg.device)
-    key = _model_key(cfg, device)
-    model = model_cache.get(key)
-    if model is None:
-        model_cache.clear()
-        model = model_cache[key] = load_model(cfg, device)
-    probs = cfg.copy()
-    probs.Threshold = -1.0  # keep probabilities; the slider makes the labels
-    callbacks = Callbacks(relay.progress.emit, cancel.is_set, relay.note.emit)
-    if planes is not None:  # a few planes: little to give back, and it runs often
-        return planes, segment(model, image, probs, device, callbacks, planes)
-    try:
-        return (0, image.shape[1]), segment(model, image, probs, device, callbacks)
-    finally:
-        release_freed_memory()  # the padded volume and its tiles: napari lives on
-
-
-def fine_tune(cfg: config_mod.TrainConfig, images: list):
-    """The worker of Fine-tune: the training session's events, then the last checkpoint."""
-    from ..training import events as ev
-    from ..training.session import recorded_training
-
-    last = None
-    for event in recorded_training(cfg, images=images, beside_gui=True):
-        if isinstance(event, ev.CheckpointSaved):
-            last = event.path
-        yield event
-    return last
-
-
-def _model_key(cfg: config_mod.PredictConfig, device: torch.device) -> tuple:
-    path = Path(cfg.model_path).expanduser()
-    stamp = path.stat().st_mtime_ns if path.exists() else 0
-    return (
-        str(path),
-        stamp,
-        cfg.model.name,
-        cfg.model.zoom_ratio,
-        cfg.nchannel,
-        tuple(cfg.nclass),
-        str(device),
-    )
 
 
 class PredictWidget(WorkerPanel):
@@ -162,14 +74,15 @@ class PredictWidget(WorkerPanel):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self.result: Result | None = None
+        self.result: run.Result | None = None
         self._models: dict = {}
         self._cancel = threading.Event()
-        self._relay = _Relay()
+        self._relay = run.Relay()
         self._relay.progress.connect(self._on_progress)
         self._relay.note.connect(self._on_note)
         self._started_at = 0.0
-        self._fine_tune_minutes: float | None = None
+        self._unit = "tiles"
+        self._resumable: tuple | None = None  # (store, config) of a block run cancelled
 
         self.form = ConfigForm(
             config_mod.PredictConfig,
@@ -187,34 +100,36 @@ class PredictWidget(WorkerPanel):
         self.threshold.tooltip = (
             "Probability above which a voxel is labelled; moves the labels at once."
         )
-        self.threshold.changed.connect(self._update_labels)
-        self.save_probability = widgets.CheckBox(text="also save the probabilities", value=False)
+        self.shown = ResultLayers(napari_viewer, lambda: float(self.threshold.value))
+        self.threshold.changed.connect(lambda *_: self.shown.relabel(self.result))
         top = widgets.Container(widgets=[self.image_box], labels=True)
-        bottom = widgets.Container(widgets=[self.threshold, self.save_probability], labels=True)
+        bottom = widgets.Container(widgets=[self.threshold], labels=True)
 
         self.preview_button = push_button(
             self, "Preview (current z)", self.preview, "Segment the planes around the current z"
         )
         self.whole_button = push_button(
-            self, "Whole volume", self.predict_whole, "Segment the whole volume"
+            self,
+            "Whole volume",
+            self.predict_whole,
+            "Segment the whole volume (a zarr- or dask-backed layer block by block into an "
+            "OME-Zarr in OutputDir)",
         )
         self.cancel_button = push_button(
             self, "Cancel", self.cancel, "Stop after the current batch of tiles"
-        )
-        self.save_button = push_button(
-            self, "Save…", self.save, "Write segmentation and prediction config to OutputDir"
         )
         self.progress = QProgressBar(self)
         self.tile_label = QLabel("tile: chosen when segmenting (size_in auto)", self)
         self.tile_label.setWordWrap(True)
         self.status.setText("choose a checkpoint and an image layer")
 
-        run = QHBoxLayout()
+        row = QHBoxLayout()
         for b in (self.preview_button, self.whole_button, self.cancel_button):
-            run.addWidget(b)
+            row.addWidget(b)
+        self.outputs = OutputTools(self)
         self.results = ResultTools(self)
-        items = [top.native, self.form, run, self.progress, self.tile_label, self.status]
-        items += [bottom.native, self.save_button, self.results]
+        items = [top.native, self.form, row, self.progress, self.tile_label, self.status]
+        items += [bottom.native, self.outputs, self.results]
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(scrolling(items, self))
@@ -298,7 +213,7 @@ class PredictWidget(WorkerPanel):
         self.preview_button.setEnabled(ready)
         self.whole_button.setEnabled(ready)
         self.cancel_button.setEnabled(busy)
-        self.save_button.setEnabled(not busy and self.result is not None)
+        self.outputs.update_controls(busy)
         self.form.setEnabled(not busy)
 
     def preview(self) -> WorkerBase | None:
@@ -308,46 +223,42 @@ class PredictWidget(WorkerPanel):
             return None
         from ..inference.run import plane_window
 
-        depth = _as_czyx(layer.data).shape[1]
-        z = (
-            int(round(layer.world_to_data(self.viewer.dims.point)[-3]))
-            if layer.data.ndim >= 3
-            else 0
-        )
+        depth = run.czyx_shape(run.layer_array(layer))[1]
+        z = int(round(layer.world_to_data(self.viewer.dims.point)[-3])) if layer.ndim >= 3 else 0
         return self._start(plane_window(depth, min(max(z, 0), depth - 1), self.form.cfg))
 
     def predict_whole(self) -> WorkerBase | None:
+        """Segment the whole volume: in memory, or block by block for a lazy layer."""
+        layer = self.image_box.value
+        if layer is not None and run.is_lazy(run.layer_array(layer)):
+            return self._start_blocks(layer)
         return self._start(None)
 
     def cancel(self) -> None:
         self._cancel.set()
-        self.status.setText("cancelling after this batch of tiles…")
+        self.status.setText(f"cancelling after this batch of {self._unit}…")
 
     def _start(self, planes: tuple[int, int] | None) -> WorkerBase | None:
         layer = self.image_box.value
         problems = self._blocking_problems()
-        if layer is None or problems or self.worker is not None:
+        if layer is None or problems or self.busy:
             if problems:
                 show_error(str(ConfigError(problems, "cannot predict")))
             return None
         if planes is not None and self.form.cfg.ResizeRatio[0] != 1:
             planes = None  # a resized z axis has no plane-for-plane preview: do it all
         try:
-            image = _as_czyx(layer.data)
             from ..inference.run import select_channels
 
+            image = run.as_czyx(run.layer_array(layer))
             image = select_channels(image, self.form.cfg.InputCh, layer.name)
         except (ValueError, UserInputError) as err:
             show_error(str(err))
             return None
-        self._cancel.clear()
-        self.progress.setValue(0)
-        self.progress.setFormat("%p%")
-        self._started_at = time.monotonic()
         what = "whole volume" if planes is None else f"planes {planes[0]}–{planes[1] - 1}"
-        self.status.setText(f"segmenting {layer.name}: {what}…")
+        self._begin(f"segmenting {layer.name}: {what}…", "tiles")
         return self.start_worker(
-            run_segmentation,
+            run.run_segmentation,
             self.form.cfg.copy(),
             image,
             planes,
@@ -357,173 +268,98 @@ class PredictWidget(WorkerPanel):
             on_return=functools.partial(self._on_result, layer.name),
         )
 
+    def _start_blocks(self, layer: Image) -> WorkerBase | None:
+        """A zarr- or dask-backed layer, block by block into an OME-Zarr in OutputDir."""
+        from ..data.layer_sets import safe_name
+        from ..inference.outputs import output_paths
+        from .layer_sets_panel import voxel_size_of
+
+        problems = self.form.problems()
+        if problems or self.busy:
+            if problems:
+                why = "cannot predict (a lazy image is written to an OME-Zarr in OutputDir)"
+                show_error(str(ConfigError(problems, why)))
+            return None
+        cfg = self.form.cfg.copy()
+        cfg.output_format = "ome-zarr"
+        (output,) = output_paths(cfg, Path(cfg.OutputDir) / f"{safe_name(layer.name)}.ome.tif")
+        if output.exists() and self._resumable != (output, cfg):
+            show_error(
+                f"{output} exists (an earlier prediction): delete it or choose another OutputDir"
+            )
+            return None
+        try:
+            image = run.lazy_czyx(run.layer_array(layer))
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except (ValueError, OSError) as err:
+            show_error(f"{layer.name}: {getattr(err, 'strerror', None) or err}")
+            return None
+        self._resumable = (output, cfg)
+        self._begin(f"segmenting {layer.name} block by block into {output.name}…", "blocks")
+        return self.start_worker(
+            run.run_blocks,
+            cfg,
+            image,
+            output,
+            voxel_size_of(layer),
+            self._models,
+            self._relay,
+            self._cancel,
+            on_return=functools.partial(self._on_store, layer.name),
+        )
+
+    def _begin(self, line: str, unit: str) -> None:
+        self._cancel.clear()
+        self._unit = unit
+        self.progress.setValue(0)
+        self.progress.setFormat("%p%")
+        self._started_at = time.monotonic()
+        self.status.setText(line)
+
     def _on_progress(self, done: float, total: int) -> None:
         self.progress.setRange(0, _STEPS)
         fraction = min(1.0, done / max(total, 1))
         self.progress.setValue(int(fraction * _STEPS))
         elapsed = time.monotonic() - self._started_at
         eta = f" · ETA {clock(elapsed / fraction * (1 - fraction))}" if fraction > 0.02 else ""
-        self.progress.setFormat(f"{done:.1f}/{total} tiles{eta}")
+        self.progress.setFormat(f"{done:.1f}/{total} {self._unit}{eta}")
 
     def _on_note(self, line: str) -> None:
         self.tile_label.setText(line)
 
     def _on_result(self, layer_name: str, output: tuple[tuple[int, int], np.ndarray]) -> None:
         planes, prob = output
-        source = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
-        shape = prob.shape[1:] if source is None else _as_czyx(source.data).shape[1:]
-        n = prob.shape[0]
-        if (
-            self.result is None
-            or self.result.layer_name != layer_name
-            or self.result.done.shape[0] != shape[0]
-        ):
-            self.result = Result(
-                layer_name, np.zeros((n, *shape), np.float32), np.zeros(shape[0], bool)
-            )
-        if self.result.probability.shape[0] != n:
-            self.result = Result(
-                layer_name, np.zeros((n, *shape), np.float32), np.zeros(shape[0], bool)
-            )
-        start, stop = planes
-        self.result.probability[:, start:stop] = prob
-        self.result.done[start:stop] = True
-        self._show(source)
+        layers = self.viewer.layers
+        source = layers[layer_name] if layer_name in layers else None
+        shape = prob.shape[1:] if source is None else run.czyx_shape(run.layer_array(source))[1:]
+        self.result = run.merge(self.result, layer_name, shape, planes, prob)
+        self.shown.show(self.result)
         done = int(self.result.done.sum())
         self.status.setText(f"{layer_name}: {done}/{shape[0]} planes segmented")
 
+    def _on_store(self, layer_name: str, store: Path) -> None:
+        prob = run.open_store(store)
+        self.result = run.Result(layer_name, prob, np.ones(prob.shape[1], bool), store)
+        self._resumable = None
+        self.shown.show(self.result)
+        self.status.setText(f"{layer_name}: whole volume segmented into {store}")
+        show_info(f"{layer_name}: segmented block by block into {store.name}")
+
     def placement(self) -> dict:
         """The scale and translate of the segmented image, for layers made from its result."""
-        result = self.result
-        layers = self.viewer.layers
-        source = layers[result.layer_name] if result and result.layer_name in layers else None
-        if source is None:
-            return {}
-        placement = {"scale": source.scale[-3:], "translate": source.translate[-3:]}
-        if result.probability.shape[0] > 1:  # (n_pairs, Z, Y, X): one more axis in front
-            placement = {k: (1.0 if k == "scale" else 0.0, *v) for k, v in placement.items()}
-        return placement
-
-    def _show(self, source: Image | None) -> None:
-        result = self.result
-        assert result is not None
-        prob = result.probability[0] if result.probability.shape[0] == 1 else result.probability
-        placement = self.placement()
-        prob_name, labels_name = self.layer_names()
-        if prob_name in self.viewer.layers:
-            self.viewer.layers[prob_name].data = prob
-        else:
-            self.viewer.add_image(
-                prob,
-                name=prob_name,
-                colormap="magma",
-                contrast_limits=(0, 1),
-                blending="additive",
-                **placement,
-            )
-        labels = self._labels(prob)
-        if labels_name in self.viewer.layers:
-            self.viewer.layers[labels_name].data = labels
-        else:
-            self.viewer.add_labels(labels, name=labels_name, opacity=0.5, **placement)
+        return self.shown.placement(self.result)
 
     def layer_names(self) -> tuple[str, str]:
-        name = self.result.layer_name if self.result else ""
-        return f"{name}{PROBABILITY_SUFFIX}", f"{name} segmentation"
-
-    def _labels(self, prob: np.ndarray) -> np.ndarray:
-        return (prob > self.threshold.value).astype(np.uint8)
-
-    def _update_labels(self, *_: Any) -> None:
-        """Threshold moved: labels from the stored probabilities (no new inference)."""
-        if self.result is None:
-            return
-        _, labels_name = self.layer_names()
-        if labels_name in self.viewer.layers:
-            prob = self.viewer.layers[self.layer_names()[0]].data
-            self.viewer.layers[labels_name].data = self._labels(np.asarray(prob))
-
-    def start_fine_tune(self, cfg: config_mod.TrainConfig, sets: list) -> WorkerBase | None:
-        """Fine-tune on corrected layers in a worker; then load the new weights and segment."""
-        from ..data import DataError, images_from_layers
-
-        recipe = 0 if cfg.normalization is None else cfg.normalization
-        try:
-            images = images_from_layers(sets, cfg.nchannel, min(cfg.nclass), cfg.size_out, recipe)
-        except (ValueError, DataError) as err:
-            show_error(str(err))
-            return None
-        self.status.setText(f"fine-tuning for {cfg.minutes:g} min on the corrected layer…")
-        self._fine_tune_minutes = cfg.minutes
-        self.progress.setRange(0, 1000)
-        self._started_at = time.monotonic()
-        return self.start_worker(
-            fine_tune, cfg, images, on_yield=self._fine_tune_event, on_return=self._fine_tuned
-        )
-
-    def _fine_tune_event(self, event: Any) -> None:
-        from ..training import events as ev
-
-        if isinstance(event, ev.IterationEnd):
-            elapsed = time.monotonic() - self._started_at
-            cfg_minutes = self._fine_tune_minutes or 1
-            self.progress.setValue(int(1000 * min(1.0, elapsed / (cfg_minutes * 60))))
-            self.status.setText(f"fine-tuning: iteration {event.iteration}, loss {event.loss:.4g}")
-
-    def _fine_tuned(self, checkpoint: Path | None) -> None:
-        if checkpoint is None:
-            show_error("fine-tuning saved no checkpoint")
-            return
-        show_info(f"fine-tuned: {checkpoint.name} (in {checkpoint.parent.name}); segmenting again")
-        self.load_checkpoint(checkpoint)
-        self.idle.connect(self._segment_after_fine_tune)
-
-    def _segment_after_fine_tune(self) -> None:
-        self.idle.disconnect(self._segment_after_fine_tune)
-        self.predict_whole()
+        return self.shown.names(self.result)
 
     def handle_error(self, err: BaseException) -> bool:
         from ..inference.predict import PredictionCancelled
 
         if not isinstance(err, PredictionCancelled):
+            if self._resumable is not None and not self._resumable[0].exists():
+                self._resumable = None
             return False
-        self.status.setText("cancelled; earlier results are kept")
+        resume = " (Whole volume resumes the OME-Zarr)" if self._resumable else ""
+        self.status.setText(f"cancelled; earlier results are kept{resume}")
         show_info("prediction cancelled")
         return True
-
-    # ------------------------------------------------------------------ saving
-
-    def save(self) -> list[Path]:
-        """Write the segmentation (and probabilities) and a prediction YAML that reproduces it."""
-        from ..inference.outputs import save_prediction
-
-        result, cfg = self.result, self.form.cfg.copy()
-        if result is None:
-            return []
-        if not result.complete:
-            show_error("only some planes are segmented (a preview): run Whole volume before saving")
-            return []
-        if not cfg.OutputDir.strip():
-            show_error("OutputDir: choose the folder to save into")
-            return []
-        layer = (
-            self.viewer.layers[result.layer_name]
-            if result.layer_name in self.viewer.layers
-            else None
-        )
-        source_path = getattr(getattr(layer, "source", None), "path", None)
-        try:
-            written = save_prediction(
-                cfg,
-                result.probability,
-                float(self.threshold.value),
-                Path(source_path) if source_path else None,
-                _as_czyx(layer.data) if layer is not None else None,
-                result.layer_name,
-                with_probability=self.save_probability.value,
-            )
-        except UserInputError as err:
-            show_error(str(err))
-            return []
-        show_info("saved " + ", ".join(p.name for p in written))
-        return written

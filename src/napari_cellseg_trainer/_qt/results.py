@@ -7,6 +7,7 @@ changing an instance parameter or the ground truth never runs the network again.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .layer_sets_panel import ground_truth_layers, voxel_size_of
+from .predict_run import fine_tune
 from .widgets import push_button
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 ERROR_COLORS = {1: "#ff3b30", 2: "#0a84ff"}  # false positive red, false negative blue
 FINE_TUNE_MINUTES = 3.0
+_STEPS = 1000  # the progress bar's resolution
 
 
 class ResultTools(QWidget):
@@ -73,7 +76,8 @@ class ResultTools(QWidget):
         )
         self.figures = QLabel("", self)
         self.figures.setWordWrap(True)
-        self.before: list[str] = []
+        self.before: list[str] = []  # the scores before the last fine-tuning
+        self._fine_tune_started, self._fine_tune_minutes = 0.0, FINE_TUNE_MINUTES
         grid = QGridLayout()
         for i, b in enumerate(
             (self.instances_button, self.evaluate_button, self.correct_button, self.finetune_button)
@@ -113,6 +117,12 @@ class ResultTools(QWidget):
         result = self.panel.result
         if result is None or not result.complete:
             show_error("segment the whole volume first")
+            return None
+        if not result.in_memory:
+            show_error(
+                f"{result.layer_name} was predicted block by block into {result.store.name}: "
+                "instances, evaluation and correction work on a volume segmented in memory"
+            )
             return None
         prob = result.probability
         return prob[0] if prob.ndim == 4 else prob
@@ -229,10 +239,48 @@ class ResultTools(QWidget):
         except UserInputError as err:
             show_error(str(err))
             return None
+        from ..data import DataError, images_from_layers
+
+        sets = [_layer_set(image, viewer.layers[name])]
+        recipe = 0 if cfg.normalization is None else cfg.normalization
+        try:
+            images = images_from_layers(sets, cfg.nchannel, min(cfg.nclass), cfg.size_out, recipe)
+        except (ValueError, DataError) as err:
+            show_error(str(err))
+            return None
         evaluated = self.figures.text()
         self.before = [evaluated] if evaluated else []
-        sets = [_layer_set(image, viewer.layers[name])]
-        return self.panel.start_fine_tune(cfg, sets)
+        panel = self.panel
+        panel.status.setText(f"fine-tuning for {cfg.minutes:g} min on the corrected layer…")
+        panel.progress.setRange(0, _STEPS)
+        self._fine_tune_started = time.monotonic()
+        self._fine_tune_minutes = cfg.minutes or 1.0
+        return panel.start_worker(
+            fine_tune, cfg, images, on_yield=self._fine_tune_event, on_return=self._fine_tuned
+        )
+
+    def _fine_tune_event(self, event: Any) -> None:
+        from ..training import events as ev
+
+        if isinstance(event, ev.IterationEnd):
+            elapsed = time.monotonic() - self._fine_tune_started
+            share = min(1.0, elapsed / (self._fine_tune_minutes * 60))
+            self.panel.progress.setValue(int(_STEPS * share))
+            self.panel.status.setText(
+                f"fine-tuning: iteration {event.iteration}, loss {event.loss:.4g}"
+            )
+
+    def _fine_tuned(self, checkpoint: Path | None) -> None:
+        if checkpoint is None:
+            show_error("fine-tuning saved no checkpoint")
+            return
+        show_info(f"fine-tuned: {checkpoint.name} (in {checkpoint.parent.name}); segmenting again")
+        self.panel.load_checkpoint(checkpoint)
+        self.panel.idle.connect(self._segment_after_fine_tune)
+
+    def _segment_after_fine_tune(self) -> None:
+        self.panel.idle.disconnect(self._segment_after_fine_tune)
+        self.panel.predict_whole()
 
 
 def _layer_set(image, labels):

@@ -28,7 +28,7 @@ def import_yaml(form: ConfigForm, path: str | Path) -> list[Problem]:
     Fields the file could not give a value for keep the form's value, marked with the problem,
     so Train waits until they are fixed; the others take the file's values.
     """
-    from ..config.fields import from_dict
+    from ..config.fields import from_dict, iter_fields
 
     try:
         data = config_mod.read_yaml(path)
@@ -39,6 +39,13 @@ def import_yaml(form: ConfigForm, path: str | Path) -> list[Problem]:
     problems: list[Problem] = []
     cfg = from_dict(config_mod.TrainConfig, data if data is not None else {}, problems)
     unread = {p.key: p.message for p in problems if p.key in form.editors}
+    # a derived field (size_out) the file got wrong: said, then the form derives it again
+    derived = {s.key for s in iter_fields(config_mod.TrainConfig) if s.derived}
+    problems += [
+        Problem(p.key, f"{p.message}; the form uses the value size_in gives")
+        for p in config_mod.validate(cfg)
+        if p.key in derived and p.key not in unread
+    ]
     form.set_config(cfg, unread=unread)
     # then the rules on what the form now holds (a size_out that does not fit, a missing folder)
     problems += [p for p in form.problems() if p.key not in unread]
@@ -107,20 +114,29 @@ def zoom_advice_applied(cfg: config_mod.TrainConfig, advice: ZoomAdvice) -> bool
     return True
 
 
-def advise(cfg: config_mod.TrainConfig, memory_text: str) -> tuple[config_mod.TrainConfig, str]:
+def memory_budget(text: str) -> int | None:
+    """The budget typed for the advisor in bytes (None: empty, this machine's); checked at once.
+
+    Raises the core's MemoryBudgetError (a UserInputError) for text that is not a size.
+    """
+    from ..models.memory import parse_memory
+
+    return parse_memory(text) if text.strip() else None
+
+
+def advise(cfg: config_mod.TrainConfig, budget: int | None) -> tuple[config_mod.TrainConfig, str]:
     """The advisor's sizes in a copy of ``cfg``, and a line with memory and time (worker thread).
 
-    Without a budget typed: the GPU's free memory, or on a CPU half of the RAM available; the
-    time per iteration and of the run come from a probe of real steps (cached per machine).
+    Without a ``budget`` (bytes): the GPU's free memory, or on a CPU half of the RAM available;
+    the time per iteration and of the run come from a probe of real steps (cached per machine).
     """
     from ..devices import select_device
     from ..models.memory import advise as advise_sizes
-    from ..models.memory import parse_memory
     from ..training.probe import probe_step_speed
     from ..training.quick import training_budget
 
     device = select_device(cfg.device)
-    budget = parse_memory(memory_text) if memory_text.strip() else training_budget(device)
+    budget = budget if budget is not None else training_budget(device)
     advice = advise_sizes(cfg.model.name, budget, cfg.model.zoom_ratio, cfg.nchannel)
     cfg = cfg.copy()
     cfg.size_in, cfg.size_out = list(advice.size_in), list(advice.size_out)

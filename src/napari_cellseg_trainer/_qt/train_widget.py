@@ -8,37 +8,28 @@ here. Everything scrolls vertically inside its tab, so the panel never widens th
 from __future__ import annotations
 
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.qt.threading import WorkerBase
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, Signal
-from qtpy.QtWidgets import (
-    QDoubleSpinBox,
-    QFileDialog,
-    QGridLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QVBoxLayout,
-)
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout
 from superqt import QCollapsible
 
 from .. import config as config_mod
 from ..config import ConfigError, Problem
-from ..data import DataError, TrainingImage, ZoomAdvice, images_from_layers
+from ..data import DataError, TrainingImage, images_from_layers
 from ..training import events as ev
-from . import train_config
 from .config_form import ConfigForm
 from .layer_sets_panel import LayerSetsPanel
 from .loss_plot import LossPlot
 from .preview import PreviewLayers
-from .widgets import clock, push_button, scrolling
+from .train_progress import RunView
+from .train_tools import ConfigTools
+from .widgets import push_button, scrolling
 from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
@@ -84,28 +75,18 @@ class TrainWidget(WorkerPanel):
         self._stop = threading.Event()
         self._done = threading.Event()
         self._done.set()
-        self._started_at = 0.0
-        self._start_event: ev.TrainingStarted | None = None
         self.last_checkpoint: Path | None = None
+        self._offered: tuple | None = None
         self._watched_window: weakref.ref[QObject] = lambda: None  # type: ignore[assignment]
 
         self.form = ConfigForm(config_mod.TrainConfig)
         self.form.changed.connect(self.update_controls)
+        self.tools = ConfigTools(self)
         self.plot = LossPlot()
         self.previews = PreviewLayers(napari_viewer)
-        self.layer_data = LayerSetsPanel(napari_viewer, on_advice=self.apply_zoom_advice)
+        self.layer_data = LayerSetsPanel(napari_viewer, on_advice=self.tools.apply_zoom_advice)
         self._build()
-        self._show = {
-            ev.TrainingStarted: self._started,
-            ev.IterationEnd: self._progress,
-            ev.PreviewPatch: self.previews.show,
-            ev.EpochEnd: self._epoch,
-            ev.ValidationDone: self._validation,
-            ev.HoldoutScore: self._holdout,
-            ev.Notice: self._notice,
-            ev.CheckpointSaved: self._saved,
-            ev.TrainingFinished: self._finished,
-        }
+        self.view = RunView(self.progress, self.status, self.device_label, self.plot, self.previews)
         napari_viewer.layers.events.inserted.connect(self.update_controls)
         napari_viewer.layers.events.removed.connect(self.update_controls)
         self.update_controls()
@@ -114,37 +95,6 @@ class TrainWidget(WorkerPanel):
 
     def _build(self) -> None:
         b = push_button
-        self.import_button = b(self, "Import…", self._ask_import, "Fill the form from a YAML")
-        self.export_button = b(self, "Export…", self._ask_export, "Save the form as a YAML")
-        self.reset_button = b(self, "Reset", self.reset, "Every field back to its default")
-        self.sample_button = b(
-            self,
-            "Sample preset",
-            self.use_sample_preset,
-            "Train on the embedded sample data with small patches that train visibly on a CPU",
-        )
-        self.quick_button = b(
-            self,
-            "Quick preset",
-            self.use_quick_preset,
-            "Settings chosen for this machine (a few seconds' probe of real steps) for a good "
-            "model of your data within the minutes given",
-        )
-        self.minutes_box = QDoubleSpinBox(self)
-        self.minutes_box.setRange(1, 100_000)
-        self.minutes_box.setValue(10)
-        self.minutes_box.setSuffix(" min")
-        self.minutes_box.setToolTip("The time budget of the quick preset (its minutes field)")
-        self.advise_button = b(
-            self,
-            "Advise sizes",
-            self.advise_sizes,
-            "The largest size_in and a batch_size whose step fits the memory (the GPU's free "
-            "memory, or half the RAM; or the number in the box), with the time it takes",
-        )
-        self.memory_box = QLineEdit(self)
-        self.memory_box.setPlaceholderText("memory, e.g. 8GB")
-        self.memory_box.setToolTip("Memory budget for Advise sizes; empty: this machine's")
         self.train_button = b(self, "Train", self.start_training, "Start training")
         self.stop_button = b(
             self, "Stop", self.stop_training, "Stop after this batch and save a checkpoint"
@@ -163,15 +113,6 @@ class TrainWidget(WorkerPanel):
         self.device_label = QLabel("device: chosen when training starts", self)
         self.device_label.setWordWrap(True)
 
-        grid = QGridLayout()
-        row = (self.import_button, self.export_button, self.reset_button)
-        for i, w in enumerate(row):
-            grid.addWidget(w, 0, i)
-        grid.addWidget(self.sample_button, 1, 0)
-        grid.addWidget(self.quick_button, 1, 1)
-        grid.addWidget(self.minutes_box, 1, 2)
-        grid.addWidget(self.memory_box, 2, 0, 1, 2)
-        grid.addWidget(self.advise_button, 2, 2)
         data_box = QCollapsible("Training data from layers", self)
         data_box.setDuration(0)
         data_box.addWidget(self.layer_data)
@@ -179,7 +120,7 @@ class TrainWidget(WorkerPanel):
         for w in (self.train_button, self.stop_button, self.preview_button):
             run.addWidget(w)
         content = scrolling(
-            [grid, self.form, data_box, self.offer_button, run, self.progress, self.status],
+            [self.tools, self.form, data_box, self.offer_button, run, self.progress, self.status],
             self,
         )
         layout = QVBoxLayout(self)
@@ -201,9 +142,8 @@ class TrainWidget(WorkerPanel):
         waiting = ", ".join(dict.fromkeys(p.key for p in problems))
         self.train_button.setToolTip(f"Train waits for: {waiting}" if waiting else "Start training")
         self.stop_button.setEnabled(busy and not self._stop.is_set())
-        for w in (self.form, self.import_button, self.reset_button, self.sample_button):
-            w.setEnabled(not busy)
-        for w in (self.quick_button, self.advise_button, self.layer_data):
+        self.tools.set_busy(busy)
+        for w in (self.form, self.layer_data):
             w.setEnabled(not busy)
         self._offer_layers(problems)
 
@@ -224,99 +164,13 @@ class TrainWidget(WorkerPanel):
 
     def train_on_suggested_layers(self) -> WorkerBase | None:
         """Train on the image and labels offered (the sets panel shows them)."""
-        pair = getattr(self, "_offered", None)
-        if pair is None:
+        if self._offered is None:
             return None
-        self.layer_data.use_pair(*pair)
+        self.layer_data.use_pair(*self._offered)
         if not self.form.cfg.checkpoint_dir.strip():
             self.form.set_value("checkpoint_dir", str(_default_runs()))
         self.form.set_value("run_subfolder", True)
         return self.start_training()
-
-    # ------------------------------------------------------------------ config
-
-    def import_yaml(self, path: str | Path) -> list[Problem]:
-        problems = train_config.import_yaml(self.form, path)
-        self.update_controls()
-        return problems
-
-    def export_yaml(self, path: str | Path) -> Path | None:
-        return train_config.export_yaml(self.form, path, self.layer_data)
-
-    def reset(self) -> None:
-        self.form.set_config(config_mod.TrainConfig())
-
-    def use_sample_preset(self) -> None:
-        self.form.set_config(train_config.sample_preset())
-
-    def use_quick_preset(self) -> WorkerBase | None:
-        """Probe this machine (a worker: it takes seconds), then fill the form and explain."""
-        shape = self._smallest_image()
-        self.status.setText("quick preset: timing a few real steps on this machine…")
-        return self.start_worker(
-            train_config.quick,
-            self.form.cfg.copy(),
-            shape,
-            float(self.minutes_box.value()),
-            on_return=self._preset_chosen,
-        )
-
-    def _preset_chosen(self, result: tuple[config_mod.TrainConfig, str]) -> None:
-        cfg, line = result
-        keep = self.form.cfg
-        cfg.loader.datafolder = keep.loader.datafolder or cfg.loader.datafolder
-        cfg.checkpoint_dir = keep.checkpoint_dir or cfg.checkpoint_dir
-        self.form.set_config(cfg)
-        self.status.setText(line)
-
-    def _smallest_image(self) -> tuple[int, int, int] | None:
-        """The smallest training image (z, y, x): of the layer sets, else of the data folder."""
-        shapes = []
-        if self.layer_data.use_layers.value:
-            try:
-                shapes = [s.label.shape for s in self.layer_data.sets()]
-            except ValueError:
-                shapes = []
-        elif self.form.cfg.loader.datafolder:
-            from ..data.folder import image_shapes
-
-            shapes = image_shapes(self.form.cfg.loader.datafolder)
-        return min(shapes, key=lambda s: s[0] * s[1] * s[2]) if shapes else None
-
-    def apply_zoom_advice(self, advice: ZoomAdvice) -> None:
-        cfg = self.form.cfg.copy()
-        if train_config.zoom_advice_applied(cfg, advice):
-            self.form.set_config(cfg)
-
-    def advise_sizes(self) -> WorkerBase | None:
-        """Fill size_in, size_out and batch_size from the advisor, with the time (a worker)."""
-        self.status.setText("advising: the memory model, and a probe of real steps…")
-        return self.start_worker(
-            train_config.advise,
-            self.form.cfg.copy(),
-            self.memory_box.text(),
-            on_return=self._advised,
-        )
-
-    def _advised(self, result: tuple[config_mod.TrainConfig, str]) -> None:
-        cfg, line = result
-        self.form.set_config(cfg)
-        self.status.setText(line)
-        show_info("sizes set by the advisor (details in the panel)")
-
-    def _ask_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Import training config", "", "YAML (*.yaml *.yml)"
-        )
-        if path:
-            self.import_yaml(path)
-
-    def _ask_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export training config", "train.yaml", "YAML (*.yaml)"
-        )
-        if path:
-            self.export_yaml(path)
 
     # ------------------------------------------------------------------ training
 
@@ -345,9 +199,7 @@ class TrainWidget(WorkerPanel):
                 return None
         self._stop.clear()
         self._done.clear()
-        self.plot.clear()
-        if cfg.preview_every_n_iter:  # adding layers mid-run would freeze napari for a moment
-            self.previews.prepare(tuple(cfg.size_out))
+        self.view.begin(tuple(cfg.size_out) if cfg.preview_every_n_iter else None)
         self.last_checkpoint = None
         self.status.setText("starting: reading the data and drawing the first patch buffer…")
         self._watch_window()
@@ -370,71 +222,9 @@ class TrainWidget(WorkerPanel):
         return self._done.wait(timeout)
 
     def _on_event(self, event: ev.Event) -> None:
-        self.plot.add(event)
-        show: Callable | None = self._show.get(type(event))
-        if show is not None:
-            show(event)
-
-    def _started(self, event: ev.TrainingStarted) -> None:
-        self._started_at = time.monotonic()
-        self._start_event = event
-        total = event.epochs * event.iterations_per_epoch
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(int(1000 * event.start_iteration / max(total, 1)))
-        held = f", a held-out slab in {event.n_holdout_slabs}" if event.n_holdout_slabs else ""
-        self.device_label.setText(
-            f"device: {event.device} · {event.precision} · raw {event.normalization}"
-        )
-        self.device_label.setToolTip(f"writing to {event.folder}")
-        self.status.setText(f"training on {event.n_train_images} image(s){held}")
-
-    def _progress(self, event: ev.IterationEnd) -> None:
-        start = self._start_event
-        assert start is not None
-        elapsed = time.monotonic() - self._started_at
-        total = start.epochs * start.iterations_per_epoch
-        done = (event.iteration - start.start_iteration) / max(total - start.start_iteration, 1)
-        left = elapsed / max(done, 1e-9) * (1 - done)
-        if start.minutes:  # the budget ends the run unless the epochs do first
-            budget = start.minutes * 60
-            done = max(done, elapsed / budget)
-            left = min(left, max(0.0, budget - elapsed))
-        self.progress.setValue(int(1000 * min(done, 1.0)))
-        in_epoch = event.iteration - event.epoch * start.iterations_per_epoch
-        self.status.setText(
-            f"epoch {event.epoch + 1}/{start.epochs} · iteration {in_epoch}/"
-            f"{start.iterations_per_epoch} · loss {event.loss:.4g} · ETA {clock(left)}"
-        )
-
-    def _epoch(self, event: ev.EpochEnd) -> None:
-        epochs = self._start_event.epochs if self._start_event else "?"
-        self.status.setText(f"epoch {event.epoch}/{epochs} done · mean loss {event.mean_loss:.4g}")
-
-    def _validation(self, event: ev.ValidationDone) -> None:
-        ious = ", ".join(f"{v:.3f}" for v in event.iou)
-        show_info(f"validation after epoch {event.epoch}: IoU {ious}")
-
-    def _holdout(self, event: ev.HoldoutScore) -> None:
-        self.status.setText(
-            f"epoch {event.epoch}: held-out IoU {event.iou:.3f} at 0.5 (best {event.best:.3f} at "
-            f"epoch {event.best_epoch}); {event.iou_at_threshold:.3f} at {event.threshold:.2f}"
-        )
-
-    def _notice(self, event: ev.Notice) -> None:
-        (show_warning if event.level == "warning" else show_info)(event.text)
-
-    def _saved(self, event: ev.CheckpointSaved) -> None:
-        self.last_checkpoint = event.path
-        self.status.setToolTip(str(event.path))
-        show_info(f"checkpoint saved: {event.path.name} (in {event.path.parent.name})")
-
-    def _finished(self, event: ev.TrainingFinished) -> None:
-        self.plot.flush()
-        why = f": {event.detail}" if event.detail else ""
-        self.status.setText(
-            f"training {event.reason}{why} after {event.epoch} epoch(s), {event.iteration} "
-            "iterations"
-        )
+        if isinstance(event, ev.CheckpointSaved):
+            self.last_checkpoint = event.path
+        self.view.show(event)
 
     def _worker_finished(self) -> None:
         super()._worker_finished()

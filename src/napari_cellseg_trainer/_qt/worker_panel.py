@@ -39,6 +39,7 @@ class WorkerPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: WorkerBase | None = None
+        self._failed = self.failed
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
 
@@ -52,8 +53,12 @@ class WorkerPanel(QWidget):
         *args: Any,
         on_yield: Callable[[Any], None] | None = None,
         on_return: Callable[[Any], None] | None = None,
+        failed: str | None = None,
     ) -> WorkerBase:
-        """Run ``function(*args)`` in a worker thread; its events come back in the GUI thread."""
+        """Run ``function(*args)`` in a worker thread; its events come back in the GUI thread.
+
+        ``failed`` introduces an unforeseen error of this work (default: the panel's).
+        """
         connect: dict[str, Callable] = {
             "errored": self._worker_errored,
             "finished": self._worker_finished,
@@ -64,6 +69,7 @@ class WorkerPanel(QWidget):
             connect["returned"] = on_return
         worker = create_worker(function, *args, _start_thread=False, _connect=connect)
         self.worker = worker
+        self._failed = failed or self.failed
         self.update_controls()
         worker.start()
         return worker
@@ -78,7 +84,7 @@ class WorkerPanel(QWidget):
     def _worker_errored(self, err: BaseException) -> None:
         if self.handle_error(err):
             return
-        message = error_message(err, self.failed)
+        message = error_message(err, self._failed)
         self.status.setText(f"error: {message}")
         show_error(message)
 

@@ -39,6 +39,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--channel",
         help="the input channel, by index or by name (microscope files); default: the first",
     )
+    p.add_argument(
+        "--instances",
+        nargs="?",
+        const="default",
+        choices=["default", "watershed", "components"],
+        help=(
+            "also write instance labels (<name>_instances.tiff): a seeded watershed that splits "
+            "touching objects, or connected components; default: the model's own "
+            "(unet_xy_zoom: watershed, unet_xy: components)"
+        ),
+    )
     p.set_defaults(run=run_predict)
 
 
@@ -62,7 +73,7 @@ def short_form_config(args: argparse.Namespace, cfg: config.PredictConfig) -> co
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    model = None
+    model, defaults = None, None
     overrides = list(args.overrides)  # --threshold and --device are checked like the config
     if args.threshold is not None:
         overrides.append(f"Threshold={args.threshold!r}")
@@ -94,6 +105,14 @@ def run_predict(args: argparse.Namespace) -> int:
                 f"({defaults.config.Normalization}); the model may see unfamiliar intensities",
                 file=sys.stderr,
             )
+        if not any(o.startswith("ResizeRatio") for o in overrides):
+            _match_voxel_size(cfg, defaults)
+        if defaults.threshold is not None and args.threshold is None:
+            print(
+                f"the model's best threshold on its held-out data is {defaults.threshold:.2f}: "
+                f"--threshold {defaults.threshold:.2f} writes a mask",
+                file=sys.stderr,
+            )
     else:
         raise config.ConfigError(
             [config.Problem("", "give --config FILE, or --checkpoint CK and --input IMG")]
@@ -103,12 +122,67 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.device:
         cfg.device = args.device
     progress = TileProgress()
+    instances = _instance_params(args, cfg, defaults)
     written = run_prediction(
-        cfg, progress=progress, model=model, overwrite=args.overwrite, notes=progress.note
+        cfg,
+        progress=progress,
+        model=model,
+        overwrite=args.overwrite,
+        notes=progress.note,
+        instances=instances,
     )
     for path in written:
         print(path)
     return 0
+
+
+def _match_voxel_size(cfg: config.PredictConfig, defaults) -> None:
+    """ResizeRatio that brings a file of another voxel size to the model's (short form, file)."""
+    from ..data.images import read_microscopy
+    from ..errors import UserInputError
+    from ..inference.run import resize_for
+
+    if cfg.mode.is_folder or defaults.voxel_size is None:
+        return
+    try:
+        voxel = read_microscopy(cfg.mode.InputFile, header_only=True).voxel_size
+    except UserInputError:  # reported, naming the file, when its pixels are read
+        return
+    ratio = resize_for(voxel, defaults.voxel_size)
+    if ratio is not None:
+        cfg.ResizeRatio = ratio
+        print(
+            f"voxel size differs from the training's {list(defaults.voxel_size)} um: resizing "
+            f"by {ratio} (z, y, x) for the model, results at the file's size; "
+            "--set ResizeRatio=[1,1,1] turns this off",
+            file=sys.stderr,
+        )
+
+
+def _instance_params(args: argparse.Namespace, cfg: config.PredictConfig, defaults):
+    """The instance recipe asked for with --instances, or None."""
+    if args.instances is None:
+        return None
+    from dataclasses import replace
+
+    from ..evaluation.instances import default_params
+
+    params = default_params(cfg.model.name)
+    if args.instances != "default":
+        params = replace(params, method=args.instances)
+    if cfg.Threshold > 0:
+        threshold = cfg.Threshold
+    elif defaults is not None and defaults.threshold is not None:
+        threshold = defaults.threshold
+    else:
+        threshold = params.threshold
+    params = replace(params, threshold=float(threshold))
+    print(
+        f"instances: {params.method} at threshold {params.threshold:.2f}, objects of "
+        f"{params.min_size}+ voxels",
+        file=sys.stderr,
+    )
+    return params
 
 
 class TileProgress:

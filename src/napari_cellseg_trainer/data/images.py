@@ -170,8 +170,23 @@ def _read_bioio(path: Path, header_only: bool) -> MicroscopyImage:
         voxel = _voxel(sizes.Z or 1.0, sizes.Y, sizes.X) if sizes.Y and sizes.X else None
         data = None if header_only else np.asarray(image.get_image_data("TCZYX"))
     except Exception as err:  # the reader plugin's own errors
-        raise ImageReadError(f"{path}: bioio could not read it ({err})") from None
+        raise ImageReadError(_bioio_failure(path, err)) from None
     return MicroscopyImage(path, shape, data, voxel)  # type: ignore[arg-type]
+
+
+BIOIO_PLUGINS = {".czi": "bioio-czi", ".nd2": "bioio-nd2", ".lif": "bioio-lif"}
+
+
+def _bioio_failure(path: Path, err: Exception) -> str:
+    """One line for what bioio could not do: the plugin to install, or its first line."""
+    if type(err).__name__ == "UnsupportedFileFormatError":
+        plugin = BIOIO_PLUGINS.get(path.suffix.lower(), "the bioio reader for this format")
+        return (
+            f"{path}: no installed bioio reader opens it (not a {path.suffix} file, or {plugin} "
+            f"is missing: pip install {plugin})"
+        )
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"{path}: bioio could not read it ({first[:200]})"
 
 
 def physical_size(voxel_size: VoxelSize | None) -> dict:
@@ -242,9 +257,21 @@ class LazyCZYX:
         return np.transpose(block, order)
 
 
+def require_zarr():
+    """The zarr module, or one line saying how to install it."""
+    try:
+        import zarr
+    except ImportError:
+        raise ImageReadError(
+            "OME-Zarr and block-by-block prediction need the zarr extra: pip install "
+            "'napari-cellseg-trainer[zarr]'"
+        ) from None
+    return zarr
+
+
 def open_lazy(path: str | Path) -> tuple[LazyCZYX, VoxelSize | None]:
     """An OME-Zarr or TIFF image opened without reading its pixels, and its voxel size."""
-    import zarr
+    zarr = require_zarr()
 
     path = Path(path).expanduser()
     if not path.exists():

@@ -13,8 +13,11 @@ two ranks write the same chunk.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import math
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from ..config import PredictConfig
-from ..data.images import ImageReadError, open_lazy
+from ..data.images import ImageReadError, open_lazy, require_zarr
 from ..distributed import World
 from ..errors import UserInputError
 from ..normalization import streamed_normalizer
@@ -36,6 +39,9 @@ BLOCK = (64, 256, 256)  # z, y, x voxels of an output chunk
 DONE = (
     "done"  # one flag per block, each its own chunk (no write races): 0, or 1 + the writer's rank
 )
+
+
+MADE_BY = "cellseg_trainer_fingerprint"  # the group attribute that says what made the blocks
 
 
 class ChunkedError(UserInputError, ValueError):
@@ -56,11 +62,14 @@ def predict_to_zarr(
     block: Sequence[int] = BLOCK,
     progress: Callable[[float, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    restart: bool = False,
 ) -> list[tuple[int, int, int]]:
     """Predict a (C, Z, Y, X) array-like into the OME-Zarr ``output``; the blocks this rank wrote.
 
     ``output`` holds one image array ``0`` of shape (n_pairs, Z, Y, X): probabilities (float32)
-    or, with ``Threshold > 0``, labels 0/255 (uint8), with the voxel size as its scale.
+    or, with ``Threshold > 0``, labels 0/255 (uint8), with the voxel size as its scale. An
+    existing ``output`` is resumed only if the same weights and settings made it (a fingerprint
+    in its attributes); ``restart`` deletes an earlier prediction of this tool and starts again.
     """
     _check(cfg)
     world = world or World()
@@ -70,9 +79,14 @@ def predict_to_zarr(
     grid = getattr(model, "yx_grid", 1)
     plan = TilePlan.make(shape, size_in, size_out, cfg.tiling, cfg.overlap, grid=grid)
     image = _Normalised(source, cfg.Normalization)
+    made_by = fingerprint(model, cfg, size_in, size_out)
     if world.rank > 0:
         _wait_for_store(Path(output))  # rank 0 creates it: no two ranks create the same array
-    array, done = open_output(output, (len(pairs), *shape), block, cfg.Threshold > 0, voxel_size)
+    elif restart:
+        remove_prediction(Path(output))
+    array, done = open_output(
+        output, (len(pairs), *shape), block, cfg.Threshold > 0, voxel_size, made_by
+    )
     blocks = list(
         itertools.product(*(range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)))
     )
@@ -213,17 +227,47 @@ def _wait_for_store(path: Path, seconds: float = 300.0) -> None:
         time.sleep(0.2)
 
 
+def fingerprint(model: torch.nn.Module, cfg: PredictConfig, size_in, size_out) -> str:
+    """What made a prediction: the weights (buffers too) and the settings that change it."""
+    h = hashlib.sha1()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    settings = [cfg.Normalization, cfg.Threshold, cfg.tiling, cfg.overlap, cfg.RuntimeAug]
+    settings += [list(size_in), list(size_out), list(cfg.InputCh), list(cfg.OutputCh)]
+    h.update(json.dumps(settings, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def remove_prediction(path: Path) -> None:
+    """Delete an earlier OME-Zarr prediction of this tool (never another folder)."""
+    if not path.exists():
+        return
+    if not (path / DONE / "zarr.json").is_file():
+        raise ChunkedError(
+            f"{path} is not a prediction of this tool (no {DONE!r} flags): not deleted; choose "
+            "another output"
+        )
+    shutil.rmtree(path)
+
+
 def open_output(
     path: str | Path,
     shape: tuple[int, ...],
     block: Sequence[int],
     labels: bool,
     voxel_size: Sequence[float] | None,
+    made_by: str = "",
 ):
     """The OME-Zarr image array at ``path`` (created, or reopened to resume) and its done flags."""
-    import zarr
-    from ome_zarr.format import CurrentFormat
-    from ome_zarr.writer import write_multiscales_metadata
+    zarr = require_zarr()
+    try:
+        from ome_zarr.format import CurrentFormat
+        from ome_zarr.writer import write_multiscales_metadata
+    except ImportError:
+        raise ChunkedError(
+            "writing OME-Zarr needs ome-zarr: pip install 'napari-cellseg-trainer[zarr]'"
+        ) from None
 
     group = zarr.open_group(str(path), mode="a")
     dtype = np.uint8 if labels else np.float32
@@ -233,9 +277,15 @@ def open_output(
         if tuple(array.shape) != shape or array.dtype != dtype:
             raise ChunkedError(
                 f"{path} holds a different prediction ({array.shape}, {array.dtype}): choose "
-                "another output"
+                "another output, or start again with --overwrite"
+            )
+        if group.attrs.get(MADE_BY) != made_by:
+            raise ChunkedError(
+                f"{path} was made by other weights or settings: resuming would mix two "
+                "predictions; choose another output, or start again with --overwrite"
             )
     else:
+        group.attrs[MADE_BY] = made_by
         array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
         scale = [1.0, *(voxel_size or (1.0, 1.0, 1.0))]
         axes = [
@@ -262,19 +312,59 @@ def predict_file_to_zarr(
     world=None,
     progress: Callable[[str, int, int], None] | None = None,
     notes: Callable[[str, str], None] | None = None,
+    restart: bool = False,
 ) -> Path:
     """One image (OME-Zarr or TIFF, read lazily) predicted block by block into an OME-Zarr."""
     image, voxel = open_lazy(source)
     with image:
         return _zarr_from_lazy(
-            model, image, voxel, source, output, cfg, device, world, progress, notes
+            model, image, voxel, source, output, cfg, device, world, progress, notes, restart
         )
 
 
-def _zarr_from_lazy(model, image, voxel, source, output, cfg, device, world, progress, notes):
+def _zarr_from_lazy(
+    model, image, voxel, source, output, cfg, device, world, progress, notes, restart
+):
+    predict_lazy_to_zarr(
+        model,
+        image,
+        output,
+        cfg,
+        device,
+        voxel_size=voxel,
+        world=world,
+        progress=functools.partial(progress, source.name) if progress else None,
+        note=functools.partial(notes, source.name) if notes else None,
+        name=str(source),
+        restart=restart,
+    )
+    return output
+
+
+def predict_lazy_to_zarr(
+    model: torch.nn.Module,
+    image,
+    output: str | Path,
+    cfg: PredictConfig,
+    device: torch.device,
+    *,
+    voxel_size: Sequence[float] | None = None,
+    world: World | None = None,
+    progress: Callable[[float, int], None] | None = None,
+    note: Callable[[str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    name: str = "the image",
+    restart: bool = False,
+) -> list[tuple[int, int, int]]:
+    """A lazy (C, Z, Y, X) image (zarr, dask, memory map) into ``output``, block by block.
+
+    Its ``InputCh`` channels are read; with ``size_in: auto`` the tile is chosen for the memory
+    left beside one block (``note`` tells it). Returns the blocks this rank wrote
+    (:func:`predict_to_zarr`); ``progress`` is called with (blocks done, blocks to do).
+    """
     if image.shape[0] < max(cfg.InputCh) + 1:
         raise ImageReadError(
-            f"{source}: InputCh {cfg.InputCh} asks for more channels than {image.shape[0]}"
+            f"{name}: InputCh {cfg.InputCh} asks for more channels than {image.shape[0]}"
         )
     size_in, size_out = cfg.size_in, cfg.size_out
     if cfg.size_in == "auto":
@@ -288,8 +378,8 @@ def _zarr_from_lazy(model, image, voxel, source, output, cfg, device, world, pro
             batch_size=cfg.batch_size,
         )
         size_in, size_out = choice.size_in, choice.size_out
-        if notes is not None:
-            notes(source.name, str(choice))
+        if note is not None:
+            note(str(choice))
     written = predict_to_zarr(
         model,
         _Channels(image, cfg.InputCh),
@@ -299,12 +389,16 @@ def _zarr_from_lazy(model, image, voxel, source, output, cfg, device, world, pro
         size_out,
         device=device,
         world=world,
-        voxel_size=voxel,
-        progress=functools.partial(progress, source.name) if progress else None,
+        voxel_size=voxel_size,
+        progress=progress,
+        should_cancel=should_cancel,
+        restart=restart,
     )
-    if notes is not None and world is not None and world.distributed:
-        notes(source.name, f"rank {world.rank}/{world.size} wrote blocks {sorted(written)}")
-    return output
+    if note is not None and world is not None and world.distributed:
+        note(f"rank {world.rank}/{world.size} wrote blocks {sorted(written)}")
+    elif note is not None and not written:
+        note(f"{output}: already complete, nothing to do (--overwrite starts again)")
+    return written
 
 
 class _Channels:

@@ -155,5 +155,15 @@ def save_prediction(
     return written
 
 
+def instance_paths(result_paths: Sequence[Path]) -> list[Path]:
+    """``<stem>_instances.tiff`` beside each ``<stem>_struct_segmentation.tiff`` (or ``_seg_<i>``)."""
+    return [
+        p.with_name(
+            p.name.replace("_struct_segmentation", "_instances").replace("_seg_", "_instances_")
+        )
+        for p in result_paths
+    ]
+
+
 def probability_path(labels_path: Path) -> Path:
     return labels_path.with_name(labels_path.name.replace(".tiff", "_probability.tiff"))

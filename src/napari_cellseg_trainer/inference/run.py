@@ -13,11 +13,18 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import PredictConfig, set_field
-from ..data.images import ImageReadError, read_microscopy
+from ..data.images import ImageReadError, read_microscopy, require_zarr
 from ..devices import release_freed_memory
 from ..distributed import rank_device, world_from_env
 from ..normalization import RECIPES, normalize
-from .outputs import check_outputs, is_result_file, output_paths, write_results
+from .outputs import (
+    OutputError,
+    check_outputs,
+    instance_paths,
+    is_result_file,
+    output_paths,
+    write_results,
+)
 from .predict import postprocess, predict_volume, resize
 from .tile_choice import TileChoice, TileChoiceError, choose_tile, memory_budget
 
@@ -292,8 +299,12 @@ def run_prediction(
     model: torch.nn.Module | None = None,
     overwrite: bool = False,
     notes: Callable[[str, str], None] | None = None,
+    instances=None,
 ) -> list[Path]:
     """Segment every input of ``cfg``; return the paths written.
+
+    ``instances`` (:class:`..evaluation.instances.InstanceParams`) also writes instance labels,
+    ``<stem>_instances.tiff`` beside each result, with the image's voxel size as spacing.
 
     ``progress`` is called with (image label, tiles done, tiles in all), ``notes`` with (image
     label, a line about a choice made, e.g. the automatic tile).
@@ -305,8 +316,15 @@ def run_prediction(
     world = world_from_env()
     device = rank_device(cfg.device, world)
     sources = files if files is not None else input_files(cfg)
-    planned = {s: _planned_outputs(cfg, s) for s in sources}
     zarr_out = cfg.output_format == "ome-zarr"
+    if instances is not None and zarr_out:
+        raise OutputError(
+            "instances need the whole volume in memory: use --format tiff, or label the OME-Zarr "
+            "result afterwards"
+        )
+    if zarr_out:
+        require_zarr()  # before any work: one line saying how to install it
+    planned = {s: _planned_outputs(cfg, s, instances is not None) for s in sources}
     # an OME-Zarr is resumed, not replaced: its blocks already written are skipped
     check_outputs(cfg, sources, planned, overwrite or zarr_out)
     model = load_model(cfg, device) if model is None else model.to(device).eval()
@@ -314,7 +332,9 @@ def run_prediction(
         from .chunked import predict_file_to_zarr
 
         return [
-            predict_file_to_zarr(model, s, planned[s][0], cfg, device, world, progress, notes)
+            predict_file_to_zarr(
+                model, s, planned[s][0], cfg, device, world, progress, notes, restart=overwrite
+            )
             for s in sources
         ]
     written: list[Path] = []
@@ -331,16 +351,31 @@ def run_prediction(
             )
             paths = output_paths(cfg, source, t if cfg.mode.timelapse else None)
             written += write_results(paths, result, image.voxel_size)
+            if instances is not None:
+                labels = [_instances(r, instances, image.voxel_size) for r in result]
+                written += write_results(instance_paths(paths), labels, image.voxel_size)
     return written
 
 
-def _planned_outputs(cfg: PredictConfig, source: Path) -> list[Path]:
+def _instances(result: np.ndarray, params, voxel_size) -> np.ndarray:
+    """Instance labels of one result: probabilities, or a 0/255 mask (Threshold > 0)."""
+    from dataclasses import replace
+
+    from ..evaluation.instances import label_instances
+
+    probability = result / 255.0 if result.dtype == np.uint8 else result
+    if voxel_size is not None:
+        params = replace(params, spacing=tuple(voxel_size))
+    return label_instances(probability.astype(np.float32, copy=False), params)
+
+
+def _planned_outputs(cfg: PredictConfig, source: Path, instances: bool = False) -> list[Path]:
     """The files one input will write (all time points of a time-lapse)."""
     count = read_microscopy(source, header_only=True).shape[0]
-    if not cfg.mode.timelapse:
-        if count > 1:
-            raise ImageReadError(
-                f"{source}: has {count} time points; set mode.timelapse: true to segment each"
-            )
-        return output_paths(cfg, source)
-    return [p for t in range(count) for p in output_paths(cfg, source, t)]
+    if not cfg.mode.timelapse and count > 1:
+        raise ImageReadError(
+            f"{source}: has {count} time points; set mode.timelapse: true to segment each"
+        )
+    times = [None] if not cfg.mode.timelapse else list(range(count))
+    paths = [p for t in times for p in output_paths(cfg, source, t)]
+    return paths + (instance_paths(paths) if instances else [])

@@ -18,6 +18,9 @@ class _UNetXYBase(nn.Module):
     """The encoder/decoder trunk shared by both models."""
 
     model_name = "unet_xy"
+    # Size rules for the tiling, not part of the forward pass: TorchScript (the bioimage.io
+    # export) would otherwise compile the property and the geometry functions behind it.
+    __jit_unused_properties__ = ["yx_grid"]
 
     def __init__(self, nchannel: int, nclass: Sequence[int]) -> None:
         super().__init__()
