@@ -1,8 +1,8 @@
 """GUI responsiveness while training in the panel, and the time to open the panel.
 
 Run under a display (``xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python
-bench/bench_gui.py``). It opens napari, times docking the training panel (the first dock
-imports the plugin; torch is imported lazily by the engine) and the prediction panel, sets
+bench/bench_gui.py``). It opens napari, times docking the plugin's dock (Train and Predict
+tabs; the first dock imports the plugin, torch is imported lazily by the engine), sets
 the sample preset, clicks Train, and for ``--seconds`` runs napari's event loop while a 10 ms
 timer measures its stalls: each stall is how much later than due a tick arrives. Prints
 p50/p99/max stalls, the longest ones with the training event that preceded them, and how
@@ -20,14 +20,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-
-def count_previews(panel) -> list:
-    """A list that grows by one with every preview the panel shows."""
-    shown: list = []
-    show = panel.previews.show
-    panel.previews.show = lambda patch: (shown.append(1), show(patch))
-    return shown
 
 
 def main() -> None:
@@ -49,7 +41,7 @@ def main() -> None:
 
     start = time.perf_counter()
     import napari
-    from _gui import wait_until
+    from _gui import count_previews, wait_until
     from qtpy.QtCore import QEventLoop, QTimer
 
     viewer = napari.Viewer(show=True)
@@ -57,17 +49,14 @@ def main() -> None:
     napari_up = time.perf_counter() - start
     loaded_torch = "torch" in sys.modules
     t0 = time.perf_counter()
-    _, panel = viewer.window.add_plugin_dock_widget(
-        "napari-cellseg-trainer", "Train segmentation model"
+    _, dock = viewer.window.add_plugin_dock_widget(
+        "napari-cellseg-trainer", "Segmentation (Train · Predict)"
     )
     open_seconds = time.perf_counter() - t0
     torch_at_open = "torch" in sys.modules
-    t0 = time.perf_counter()
-    viewer.window.add_plugin_dock_widget("napari-cellseg-trainer", "Predict with a model")
-    predict_open_seconds = time.perf_counter() - t0
-    torch_at_predict_open = "torch" in sys.modules
+    panel = dock.train
     viewer.open_sample("napari-cellseg-trainer", "filaments")
-    panel.use_sample_preset()
+    panel.tools.use_sample_preset()
     panel.form.set_value("preview_every_n_iter", args.preview_every)
     if args.threads is not None:
         panel.form.set_value("num_threads", args.threads)
@@ -127,9 +116,8 @@ def main() -> None:
     ms = np.array(stalls) * 1000
     print(
         f"napari up in {napari_up:.2f} s (torch imported: {loaded_torch}); "
-        f"training panel docked in {open_seconds:.3f} s (torch imported by then: {torch_at_open}); "
-        f"prediction panel docked in {predict_open_seconds:.3f} s (torch imported by then: "
-        f"{torch_at_predict_open})"
+        f"the dock (Train and Predict tabs) docked in {open_seconds:.3f} s (torch imported by "
+        f"then: {torch_at_open})"
     )
     print(
         f"while training for {args.seconds:.0f} s ({iterations} iterations, {previews} preview "

@@ -14,7 +14,7 @@ def main() -> None:
     _, dock = viewer.window.add_plugin_dock_widget(
         "napari-cellseg-trainer", "Segmentation (Train · Predict)"
     )
-    dock.train.use_sample_preset()
+    dock.train.tools.use_sample_preset()
     napari.run()
 
 

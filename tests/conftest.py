@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
 from napari_cellseg_trainer.training import CheckpointSaved, train
 
-# Two cores: keep torch from oversubscribing them when tests run beside each other.
-torch.set_num_threads(2)
+# pytest-xdist runs the files in several worker processes (scripts/test.sh: one per core): each
+# worker's torch gets its share of the cores, so they do not oversubscribe them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 TINY_IN, TINY_OUT = [32, 100, 100], [4, 12, 12]
 

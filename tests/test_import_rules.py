@@ -3,8 +3,9 @@
 The floors (docs/design.md; ../shared/DESIGN.md with checkpoint.py and export/ placed):
 1. errors, files, config, models, data, normalization, devices, evaluation: the schema, the
    networks and their size rules, training data, intensity recipes, scores;
-2. checkpoint, distributed, inference, _sample_data: checkpoints rebuild a network from the
-   schema, prediction loads them;
+2. checkpoint, model_package, distributed, inference, _sample_data, _reader: checkpoints (and
+   the bioimage.io packages read back as checkpoints) rebuild a network from the schema,
+   prediction loads them;
 3. training, export: the loop, the Aux loss, validation, bioimage.io packages;
 4. cli, _qt, __main__: the two faces.
 A module may import from its own floor and the floors below, never above.
@@ -53,7 +54,9 @@ FLOORS = {
         ),
         1,
     ),
-    **dict.fromkeys(("checkpoint", "distributed", "inference", "_sample_data", "_reader"), 2),
+    **dict.fromkeys(
+        ("checkpoint", "model_package", "distributed", "inference", "_sample_data", "_reader"), 2
+    ),
     **dict.fromkeys(("training", "export"), 3),
     **dict.fromkeys(("cli", "_qt", "__main__"), 4),
 }

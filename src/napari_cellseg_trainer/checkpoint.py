@@ -14,7 +14,6 @@ import io
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,13 +194,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if zipfile.is_zipfile(path) and not _is_torch_zip(path):
-        return _load_package(path, map_location)
+    from .model_package import is_package, load_package
+
+    if is_package(path):
+        return load_package(path, map_location)
     data = _torch_load(path, map_location)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
     if "model_state_dict" not in data:
-        return Checkpoint(model_state=_state_dict(data, path), path=path)
+        return Checkpoint(model_state=state_dict_of(data, path), path=path)
     config = data.get("config")
     if config is not None:
         config_mod.check_plain(config, str(path))
@@ -212,7 +213,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     if optimizer is not None and not isinstance(optimizer, dict):
         raise CheckpointError(f"{path}: optimizer_state_dict is not a mapping")
     return Checkpoint(
-        model_state=_state_dict(data["model_state_dict"], path),
+        model_state=state_dict_of(data["model_state_dict"], path),
         optimizer_state=optimizer,
         epoch=_count(data, "epoch", path),
         num_iterations=_count(data, "num_iterations", path),
@@ -220,55 +221,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         extra=extra if isinstance(extra, dict) else {},
         path=path,
     )
-
-
-PACKAGE_KEY = "napari-cellseg-trainer"  # the bioimage.io config section of our packages
-PACKAGE_WEIGHTS = "weights_state_dict.pt"
-PACKAGE_CONFIG = "training_config.yaml"
-_PACKAGE_LIMIT = 4 * 2**30  # the weights of the largest model are a few hundred MB
-
-
-def _is_torch_zip(path: Path) -> bool:
-    """torch.save writes a zip too: one with a ``data.pkl`` inside."""
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("data.pkl") for n in archive.namelist())
-
-
-def _load_package(path: Path, map_location: Any) -> Checkpoint:
-    """A bioimage.io package of this plugin as a Checkpoint (no bioimageio library needed)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = {Path(n).name: n for n in archive.namelist()}
-            rdf = next((names[n] for n in ("rdf.yaml", "bioimageio.yaml") if n in names), None)
-            if rdf is None or PACKAGE_WEIGHTS not in names or PACKAGE_CONFIG not in names:
-                raise CheckpointError(f"{path}: not a model package exported by {PACKAGE_KEY}")
-            sizes = [archive.getinfo(names[n]).file_size for n in (rdf, PACKAGE_CONFIG)]
-            weights_size = archive.getinfo(names[PACKAGE_WEIGHTS]).file_size
-            if max(sizes) > 2**20 or weights_size > _PACKAGE_LIMIT:
-                raise CheckpointError(f"{path}: refused: its files are far larger than a model's")
-            description = config_mod.parse_yaml(archive.read(rdf).decode("utf-8"), str(path))
-            config = config_mod.parse_yaml(archive.read(names[PACKAGE_CONFIG]).decode(), str(path))
-            weights = archive.read(names[PACKAGE_WEIGHTS])
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable model package ({err})") from None
-    ours = (
-        (description.get("config") or {}).get(PACKAGE_KEY)
-        if isinstance(description, dict)
-        else None
-    )
-    if not isinstance(ours, dict) or not isinstance(config, dict):
-        raise CheckpointError(f"{path}: not a model package exported by {PACKAGE_KEY}")
-    prefix = str(ours.get("prefix", "net."))
-    try:
-        state = torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: its weights cannot be read ({str(err)[:120]})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: its weights are not a state dict")
-    state = {k.removeprefix(prefix) if isinstance(k, str) else k: v for k, v in state.items()}
-    extra = {k: ours.get(k) for k in ("normalization", "voxel_size", "threshold") if k in ours}
-    config_mod.check_plain(config, str(path))
-    return Checkpoint(model_state=_state_dict(state, path), config=config, extra=extra, path=path)
 
 
 def _torch_load(path: Path, map_location: Any) -> Any:
@@ -294,7 +246,7 @@ def _torch_load(path: Path, map_location: Any) -> Any:
         ) from None
 
 
-def _state_dict(state: Any, path: Path) -> dict:
+def state_dict_of(state: Any, path: Path) -> dict:
     """A mapping of text keys to tensors, without the ``module.`` prefix of DataParallel."""
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path}: holds neither a model_state_dict nor a state dict")
@@ -328,7 +280,7 @@ def load_model_weights(
     state = (
         checkpoint.model_state
         if isinstance(checkpoint, Checkpoint)
-        else _state_dict(checkpoint, Path("state dict"))
+        else state_dict_of(checkpoint, Path("state dict"))
     )
     where = f"{checkpoint.path}: " if isinstance(checkpoint, Checkpoint) and checkpoint.path else ""
     own = model.state_dict()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tifffile
 from qtpy.QtWidgets import QApplication, QScrollArea
+from superqt import QCollapsible
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer._qt.dock import SegmentationDock
 from napari_cellseg_trainer._qt.preview import FRAMES, NAMES
-from napari_cellseg_trainer.data import load_folder
 from napari_cellseg_trainer.training.events import PreviewPatch
 
 pytestmark = pytest.mark.gui
@@ -33,20 +33,31 @@ def _settle() -> None:
         QApplication.processEvents()
 
 
-def test_at_1280_by_800_the_window_fits_and_nothing_scrolls_sideways(dock):
+def test_at_1280_by_800_with_every_panel_open_the_window_fits_and_nothing_scrolls_sideways(dock):
     window = dock.viewer.window._qt_window
     window.resize(1280, 800)
     dock.viewer.open_sample("napari-cellseg-trainer", "filaments")
     for tab in (dock.predict, dock.train):
         dock.setCurrentWidget(tab)
+        sections = tab.findChildren(QCollapsible)
+        assert len(sections) >= 5, tab
+        for section in sections:  # every group of the form, the layer sets, the result tools
+            section.expand(animate=False)
         _settle()
+        assert all(section.isExpanded() for section in sections)
         assert window.width() <= 1280 and window.height() <= 800, window.size()
         for area in tab.findChildren(QScrollArea):
             bar = area.horizontalScrollBar()
             assert not bar.isVisible() and bar.maximum() == 0, tab
-            assert area.widget().width() <= area.viewport().width()
+            content = area.widget()
+            assert content.width() <= area.viewport().width()
+            # nothing is cut off at the right either: the content fits at its smallest
+            assert content.minimumSizeHint().width() <= area.viewport().width(), tab
+        # the canvas keeps most of the window: the dock never widens it
+        assert dock.width() <= 420, dock.width()
     # the controls that matter are reachable: inside their scrolling area, not cut off
-    assert dock.width() < 1280 / 2 and dock.predict.outputs.save_button.isVisibleTo(dock.predict)
+    assert dock.predict.outputs.save_button.isVisibleTo(dock.predict)
+    assert dock.predict.outputs.export_button.isVisibleTo(dock.predict)
 
 
 def test_previews_are_framed_titled_and_in_the_cameras_view(dock):
@@ -78,7 +89,13 @@ def test_previews_are_framed_titled_and_in_the_cameras_view(dock):
         size = extent[1] - extent[0]
         assert size.min() * zoom > 80  # magnified: a good part of the canvas, not 12 pixels
     titles = list(viewer.layers[FRAMES].features["title"])
-    assert titles == ["input", "ground truth", "probability · iteration 7"]
+    assert titles == ["input", "ground truth", "probability\niteration 7"]
+    # each frame lies around its patch: its voxel centres, and half a voxel either side
+    for box, name in zip(viewer.layers[FRAMES].data, NAMES, strict=True):
+        layer = viewer.layers[name]
+        centres, half = layer.extent.world[:, -2:], np.asarray(layer.scale[-2:]) / 2
+        edges = [centres[0] - half, centres[1] + half]
+        np.testing.assert_allclose([box.min(axis=0), box.max(axis=0)], edges, atol=1e-6)
     xs = [viewer.layers[n].translate[-1] for n in NAMES]
     assert xs == sorted(xs) and xs[0] > viewer.layers["sample filaments"].extent.world[1][-1]
 
@@ -93,6 +110,8 @@ def test_an_integer_image_is_offered_as_ground_truth_and_becomes_labels(dock, no
     sets = dock.train.layer_data
     row = sets.rows[0]
     assert "cells_labels" in [name for name, _ in sets.labels_choices()]
+    assert "cells_labels" in [name for name, _ in dock.predict.results._truths()]  # evaluate too
+    assert "cells" not in [name for name, _ in sets.labels_choices()]  # a float image is not
     row.image.value, row.labels.value = viewer.layers["cells"], viewer.layers["cells_labels"]
     assert "2 labels (instances)" in sets.note.text() and "Image layer" in sets.note.text()
     (made,) = sets.sets()
@@ -114,12 +133,18 @@ def test_the_reader_opens_label_files_as_labels_with_their_voxel_size(dock, tmp_
     np.testing.assert_array_equal(layer.data, data)
 
 
-def test_export_from_layers_writes_the_folder_the_cli_then_trains_on(dock, tiny_config, tmp_path):
+def test_export_from_layers_writes_the_folder_the_cli_then_trains_on(
+    dock, tiny_config, tmp_path, stand_in_network, monkeypatch
+):
+    from napari_cellseg_trainer.cli import main
+    from napari_cellseg_trainer.data import images_from_layers
+    from napari_cellseg_trainer.training import run
+
     viewer = dock.viewer
     viewer.open_sample("napari-cellseg-trainer", "filaments")
     panel = dock.train
     cfg = tiny_config.copy()
-    cfg.loader.datafolder = ""  # no folder: the layers are the data
+    cfg.loader.datafolder, cfg.epochs = "", 1  # no folder: the layers are the data
     panel.form.set_config(cfg)
     panel.layer_data.use_pair(
         viewer.layers["sample filaments"], viewer.layers["sample filaments ground truth"]
@@ -129,12 +154,27 @@ def test_export_from_layers_writes_the_folder_the_cli_then_trains_on(dock, tiny_
     saved = config.load_config(path)
     folder = Path(saved.loader.datafolder)
     assert folder == tmp_path / "train_data" and folder.is_dir()
-    (image,) = load_folder(folder, 1, 2, cfg.size_out)
-    from napari_cellseg_trainer.data import images_from_layers
+    # What `cellseg-trainer train --config train.yaml` trains on ...
+    trained_on = []
+    prepared = run.prepared_images
 
-    (direct,) = images_from_layers(panel.layer_data.sets(), 1, 2, cfg.size_out)
-    np.testing.assert_array_equal(image.raw, direct.raw)
-    np.testing.assert_array_equal(image.label, direct.label)
+    def spy(run_cfg, images):
+        out = prepared(run_cfg, images)
+        trained_on.append(out[0])
+        return out
+
+    monkeypatch.setattr(run, "prepared_images", spy)
+    assert main(["train", "--config", str(path)]) == 0
+    assert list(Path(saved.checkpoint_dir).rglob("checkpoint_epoch_1.pytorch"))
+    # ... is what the panel trains on from the layers (read from the folder, not the layers)
+    (from_cli,) = trained_on[0]
+    recipe = 0 if cfg.normalization is None else cfg.normalization
+    layers = images_from_layers(panel.layer_data.sets(), 1, 2, cfg.size_out, recipe)
+    (from_panel,) = prepared(saved, layers)[0]
+    assert str(folder) in str(from_cli.source) and str(folder) not in str(from_panel.source)
+    np.testing.assert_array_equal(from_cli.raw, from_panel.raw)
+    np.testing.assert_array_equal(from_cli.label, from_panel.label)
+    np.testing.assert_array_equal(from_cli.costmap, from_panel.costmap)
 
 
 def test_a_failed_import_keeps_the_forms_values_and_waits_to_train(
@@ -179,7 +219,8 @@ def test_train_offers_the_open_layers_when_there_is_no_data_folder(
     assert not panel.offer_button.isVisibleTo(panel)
     viewer.open_sample("napari-cellseg-trainer", "filaments")
     assert panel.offer_button.isVisibleTo(panel)
-    assert "sample filaments" in panel.offer_button.text()
+    assert "'sample filaments' (image)" in panel.offer_label.text()
+    assert "'sample filaments ground truth' (ground truth)" in panel.offer_label.text()
     with qtbot.waitSignal(panel.idle, timeout=WAIT_MS):
         assert panel.train_on_suggested_layers() is not None
     assert panel.layer_data.use_layers.value

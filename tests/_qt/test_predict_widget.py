@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -200,3 +202,185 @@ def test_training_panel_previews_the_latest_checkpoint_in_the_predict_tab(
     assert dock.predict.form.cfg.model_path == str(stand_in_checkpoint)
     assert dock.predict.result is not None and dock.predict.result.done.any()
     assert "cells probability" in viewer.layers
+
+
+def test_a_zarr_layer_is_predicted_block_by_block_into_an_ome_zarr_it_is_shown_from(
+    panel, viewer, qtbot, tmp_path, notes, inferences, stand_in_checkpoint
+):
+    import dask.array as da
+    import zarr
+
+    data = np.random.default_rng(2).random((12, 70, 80), dtype=np.float32)
+    source = zarr.create_array(
+        store=str(tmp_path / "in.zarr"), shape=data.shape, chunks=(6, 35, 40), dtype="float32"
+    )
+    source[:] = data
+    layer = viewer.add_image(source, name="big")
+    assert not isinstance(layer.data, np.ndarray)  # napari keeps it on disk
+    panel.set_image(layer)
+    out = tmp_path / "out"
+    store = out / "big_struct_segmentation.ome.zarr"
+    # OutputDir is where the volume goes: without it, a notification and nothing started
+    assert panel.predict_whole() is None
+    assert any("OutputDir" in m for s, m in notes if s == "error")
+    panel.form.set_value("OutputDir", str(out))
+    # a setting that needs the whole volume in memory: refused before anything is written
+    run(panel, qtbot, panel.predict_whole)  # the fixture's tiling is "established"
+    assert any("tiling" in m and "blend" in m for s, m in notes if s == "error")
+    assert not store.exists() and panel.result is None
+
+    panel.form.set_value("tiling", "blend")
+    run(panel, qtbot, panel.predict_whole)
+    assert inferences == []  # not the in-memory route
+    assert store.is_dir() and panel.result.store == store and not panel.result.in_memory
+    assert any(store.name in m for s, m in notes if s == "info")
+    prob_name, labels_name = panel.layer_names()
+    prob, labels = viewer.layers[prob_name], viewer.layers[labels_name]
+    assert isinstance(prob.data, da.Array) and isinstance(labels.data, da.Array)
+    assert prob.data.shape == labels.data.shape == data.shape
+    on_disk = zarr.open_array(str(store), path="0", mode="r+")
+    written = on_disk[0]
+    np.testing.assert_array_equal(np.asarray(prob.data), written)
+    assert 0 <= written.min() and written.max() <= 1 and written.std() > 0
+    # the layers read the store (nothing was loaded): a change on disk shows through them
+    on_disk[0, 0] = 0.0
+    assert np.asarray(prob.data[0]).max() == 0 and np.asarray(prob.data[1]).max() > 0
+    on_disk[0, 0] = written[0]
+    panel.threshold.value = float(np.median(written))
+    cut = panel.threshold.value
+    np.testing.assert_array_equal(np.asarray(labels.data), (written > cut).astype(np.uint8))
+    assert not panel.outputs.save_button.isEnabled()  # already on disk
+    # the same image in memory gives the same probabilities (the same tiles and weights)
+    panel.set_image(viewer.add_image(data, name="in memory"))
+    run(panel, qtbot, panel.predict_whole)
+    assert len(inferences) == 1
+    np.testing.assert_allclose(panel.result.probability[0], written, atol=1e-5)
+    # the store is resumed by the weights that made it (complete: nothing computed again) ...
+    panel.set_image(layer)
+    on_disk[0, 0] = 0.0  # were a block computed again, this plane would be rewritten
+    run(panel, qtbot, panel.predict_whole)
+    assert panel.result.store == store and np.asarray(prob.data[0]).max() == 0
+    on_disk[0, 0] = written[0]
+    # ... and refused to other weights, which would mix two predictions in one store
+    other = _other_weights(stand_in_checkpoint, tmp_path / "other.pytorch")
+    assert panel.load_checkpoint(other)
+    panel.form.set_value("size_in", TILES)
+    run(panel, qtbot, panel.predict_whole)
+    assert any("other weights" in m for s, m in notes if s == "error")
+    np.testing.assert_array_equal(on_disk[0], written)
+
+
+def _other_weights(checkpoint, path):
+    """A copy of ``checkpoint`` whose weights differ a little."""
+    from napari_cellseg_trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in loaded.model_state.items()}
+    return save_checkpoint(
+        path,
+        model_state=state,
+        optimizer_state=None,
+        epoch=1,
+        num_iterations=1,
+        device="cpu",
+        config=loaded.config,
+        extra=loaded.extra,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # bioimageio.spec leaves files open
+def test_export_bioimageio_writes_the_package_in_a_worker(viewer, qtbot, tmp_path, notes):
+    import gc
+    import warnings
+    import zipfile
+
+    from napari_cellseg_trainer import config
+    from napari_cellseg_trainer.checkpoint import save_checkpoint
+
+    pytest.importorskip("bioimageio.spec", reason="the bioimageio extra is not installed")
+    cfg = config.TrainConfig()  # an untrained unet_xy: the package's content is not the point
+    cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
+    checkpoint = save_checkpoint(
+        tmp_path / "checkpoint_epoch_1.pytorch",
+        model_state=build_model("unet_xy").state_dict(),
+        optimizer_state=None,
+        epoch=1,
+        num_iterations=1,
+        device="cpu",
+        config=cfg.to_dict(),
+    )
+    panel = PredictWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Predict")
+    assert panel.load_checkpoint(checkpoint) and panel.outputs.export_button.isEnabled()
+    # bad input: a notification naming the problem, nothing written
+    with qtbot.waitSignal(panel.idle, timeout=WAIT_MS):
+        assert panel.outputs.export_bioimageio(tmp_path / "nowhere" / "model.zip") is not None
+    assert any("does not exist" in m for s, m in notes if s == "error")
+    assert not (tmp_path / "nowhere").exists()
+    # a path without .zip gets it; the work runs in the worker thread (the panel is busy)
+    with qtbot.waitSignal(panel.idle, timeout=WAIT_MS):
+        assert panel.outputs.export_bioimageio(tmp_path / "model") is not None
+        assert panel.busy and not panel.outputs.export_button.isEnabled()
+    package = tmp_path / "model.zip"
+    with zipfile.ZipFile(package) as zipped:
+        names = set(zipped.namelist())
+    assert {"weights_torchscript.pt", "weights_state_dict.pt", "test_input.npy"} <= names
+    assert any("model.zip" in m for s, m in notes if s == "info")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([package.name, checkpoint.name])
+    with warnings.catch_warnings():  # close what bioimageio left open while it is ignored
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def test_evaluate_correct_and_fine_tune_work_on_the_kept_probabilities(
+    panel,
+    viewer,
+    qtbot,
+    tmp_path,
+    notes,
+    inferences,
+    monkeypatch,
+    stand_in_checkpoint,
+    stand_in_network,
+):
+    import shutil
+
+    from napari_cellseg_trainer._qt import results
+
+    own = shutil.copy(stand_in_checkpoint, tmp_path / "checkpoint_epoch_1.pytorch")
+    assert panel.load_checkpoint(own)  # its fine-tuned run goes beside it, in this test's folder
+    panel.form.set_value("size_in", TILES)
+    viewer.open_sample("napari-cellseg-trainer", "filaments")
+    panel.set_image(viewer.layers["sample filaments"])
+    tools = panel.results
+    assert tools.evaluate() is None  # nothing segmented yet: said, not raised
+    assert any("segment the whole volume first" in m for s, m in notes if s == "error")
+    run(panel, qtbot, panel.predict_whole)
+    # scores against the ground truth, the errors coloured in their own layer
+    tools.truth.value = viewer.layers["sample filaments ground truth"]
+    tools.show_errors.value = True
+    scores = tools.evaluate()
+    assert scores is not None and "IoU" in tools.figures.text()
+    errors = viewer.layers["sample filaments errors"]
+    assert set(np.unique(errors.data)) <= {0, 1, 2} and errors.data.any()
+    # instances from the same probabilities; a new parameter redraws them, no new inference
+    instances = tools.make_instances()
+    assert instances is not None and viewer.layers["sample filaments instances"].data.max() >= 1
+    tools.min_size.value = 10**6  # every object is smaller: none is left
+    assert viewer.layers["sample filaments instances"].data.max() == 0
+    assert len(inferences) == 1
+    # correct: the segmentation as labels to paint on; fine-tune on it, then segment again
+    corrected = tools.make_editable()
+    assert corrected.mode == "paint" and viewer.layers.selection.active is corrected
+    monkeypatch.setattr(results, "FINE_TUNE_MINUTES", 0.05)  # 3 s of stand-in steps
+    idles = []
+    panel.idle.connect(lambda: idles.append(1))  # before the wait's own slot: counted first
+    with qtbot.waitSignal(
+        panel.idle, timeout=WAIT_MS, check_params_cb=lambda *_: len(idles) == 2
+    ):  # the fine-tuning, then the new segmentation
+        assert tools.fine_tune() is not None
+    tuned = Path(panel.form.cfg.model_path)
+    assert tuned != own and tuned.is_file() and tuned.parent.parent == tmp_path
+    assert len(inferences) == 2 and panel.result.complete
+    assert tools.before and "IoU" in tools.before[0]  # the scores before, to compare
+    assert any("fine-tuned" in m for s, m in notes if s == "info")

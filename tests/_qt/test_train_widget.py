@@ -159,10 +159,11 @@ def _tiny(panel: TrainWidget, tiny_config: config.TrainConfig, epochs: int) -> c
 def test_train_streams_loss_and_previews_then_stop_saves_a_checkpoint(
     panel, tiny_config, qtbot, notes, monkeypatch, stand_in_network
 ):
-    from napari_cellseg_trainer import devices
+    from napari_cellseg_trainer.training import session
 
     released = []
-    monkeypatch.setattr(devices, "release_freed_memory", lambda: released.append(1))
+    # where the session calls it (it imported the name; patching ``devices`` would miss it)
+    monkeypatch.setattr(session, "release_freed_memory", lambda: released.append(1))
     cfg = _tiny(panel, tiny_config, epochs=1000)
     viewer = panel.viewer
     snapshots: list[np.ndarray] = []

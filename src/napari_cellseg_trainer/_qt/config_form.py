@@ -40,6 +40,8 @@ class _FieldEditor:
         self.spec = spec
         self.widget, self._read, self._write = _make_widget(spec)
         self.widget.label = f"{spec.kind.value} {spec.label}"
+        if isinstance(self.widget, widgets.CheckBox):  # a form shows a check box's text only
+            self.widget.text = self.widget.label
         self.widget.tooltip = spec.tooltip()
         self.error: str = ""
 
@@ -82,11 +84,7 @@ def _make_widget(
         w = widgets.CheckBox(value=bool(spec.default))
         return w, lambda: w.value, lambda v: setattr(w, "value", bool(v))
     if vt.kind == "choice":
-        choices = [("off (null)" if c is None else str(c), c) for c in vt.choices]
-        if vt.optional:
-            choices.insert(0, ("off (null)", None))
-        w = widgets.ComboBox(choices=choices, value=spec.default)
-        return w, lambda: w.value, lambda v: setattr(w, "value", v)
+        return _choice_widget(spec, vt)
     if vt.kind == "int" and not vt.optional:
         w = widgets.SpinBox(
             value=spec.default,
@@ -99,7 +97,19 @@ def _make_widget(
         return _tuple_widget(spec, vt)
     if spec.path:
         return _path_widget(spec, mode="d" if spec.path == "dir" else "r")
-    # Everything else (optional ints, floats, variable-length lists, text) is typed as YAML.
+    return _text_widget(spec, vt)
+
+
+def _choice_widget(spec: FieldSpec, vt: VType) -> tuple[widgets.Widget, Callable, Callable]:
+    choices = [("off (null)" if c is None else str(c), c) for c in vt.choices]
+    if vt.optional:
+        choices.insert(0, ("off (null)", None))
+    w = widgets.ComboBox(choices=choices, value=spec.default)
+    return w, lambda: w.value, lambda v: setattr(w, "value", v)
+
+
+def _text_widget(spec: FieldSpec, vt: VType) -> tuple[widgets.Widget, Callable, Callable]:
+    """Optional ints, floats, variable-length lists and text: typed as YAML."""
     w = widgets.LineEdit(value=_to_text(spec.default, vt))
     if vt.kind == "str":
         return w, lambda: w.value, lambda v: setattr(w, "value", v or "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qtpy.QtCore import QSize
 from qtpy.QtWidgets import QTabWidget
 
 from .predict_widget import PredictWidget
@@ -15,6 +16,8 @@ from .train_widget import TrainWidget
 
 if TYPE_CHECKING:
     import napari
+
+_WIDTH = 400  # pixels: the dock's width when napari opens it
 
 
 class SegmentationDock(QTabWidget):
@@ -27,8 +30,12 @@ class SegmentationDock(QTabWidget):
         self.predict = PredictWidget(napari_viewer)
         self.addTab(self.train, "Train")
         self.addTab(self.predict, "Predict")
-        self.setMinimumWidth(360)
+        self.setMinimumWidth(_WIDTH - 40)
         self.train.preview_requested.connect(self.preview)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        """Open narrow: the canvas keeps most of a 1280-pixel window (the tabs scroll down)."""
+        return QSize(_WIDTH, super().sizeHint().height())
 
     def preview(self, checkpoint: str | Path, layer) -> None:
         """Preview ``layer`` with ``checkpoint`` in the Predict tab."""

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidge
 from ..data.layer_sets import LayerSet, export_training_folder
 from ..data.measure import ZoomAdvice, suggest_zoom
 from .user_layers import user_images
-from .widgets import push_button
+from .widgets import narrow, push_button
 
 if TYPE_CHECKING:
     import napari
@@ -117,8 +117,8 @@ class LayerSetsPanel(QWidget):
             "Measure the objects of the first set's ground truth and suggest a model",
         )
         buttons = QGridLayout()
-        for i, b in enumerate((add, remove, export, self.convert_button, self.zoom_button)):
-            buttons.addWidget(b, i // 3, i % 3)
+        for i, b in enumerate((add, remove, self.convert_button, self.zoom_button, export)):
+            buttons.addWidget(b, i // 2, i % 2)  # two columns: the dock stays narrow
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         options = widgets.Container(widgets=[self.use_layers, self.sparse], layout="horizontal")
@@ -152,6 +152,7 @@ class LayerSetsPanel(QWidget):
         row.labels.changed.connect(self._describe_ground_truth)
         self.rows.append(row)
         self._rows_box.addWidget(row.container.native)
+        narrow(row.container.native)
         return row
 
     def remove_set(self) -> None:

@@ -19,6 +19,9 @@ from .user_layers import PROBABILITY_SUFFIX
 if TYPE_CHECKING:
     import napari
 
+# cyan: apart from the magma of the probability beneath it and from the grey of the image
+SEGMENTATION_COLORS = {None: "transparent", 0: "transparent", 1: "#00e5ff"}
+
 
 class ResultLayers:
     """Shows a :class:`.predict_run.Result` as a probability and a labels layer."""
@@ -66,7 +69,10 @@ class ResultLayers:
         if labels_name in layers:
             layers[labels_name].data = self.labels(prob)
         else:
-            self.viewer.add_labels(self.labels(prob), name=labels_name, opacity=0.5, **placement)
+            layer = self.viewer.add_labels(
+                self.labels(prob), name=labels_name, opacity=0.7, **placement
+            )
+            layer.colormap = SEGMENTATION_COLORS
 
     def relabel(self, result: Result | None) -> None:
         """The threshold moved: labels from the kept probabilities (no new inference)."""

@@ -82,7 +82,6 @@ class PredictWidget(WorkerPanel):
         self._relay.note.connect(self._on_note)
         self._started_at = 0.0
         self._unit = "tiles"
-        self._resumable: tuple | None = None  # (store, config) of a block run cancelled
 
         self.form = ConfigForm(
             config_mod.PredictConfig,
@@ -271,7 +270,7 @@ class PredictWidget(WorkerPanel):
     def _start_blocks(self, layer: Image) -> WorkerBase | None:
         """A zarr- or dask-backed layer, block by block into an OME-Zarr in OutputDir."""
         from ..data.layer_sets import safe_name
-        from ..inference.outputs import output_paths
+        from ..inference.outputs import check_outputs, output_paths
         from .layer_sets_panel import voxel_size_of
 
         problems = self.form.problems()
@@ -282,19 +281,19 @@ class PredictWidget(WorkerPanel):
             return None
         cfg = self.form.cfg.copy()
         cfg.output_format = "ome-zarr"
-        (output,) = output_paths(cfg, Path(cfg.OutputDir) / f"{safe_name(layer.name)}.ome.tif")
-        if output.exists() and self._resumable != (output, cfg):
-            show_error(
-                f"{output} exists (an earlier prediction): delete it or choose another OutputDir"
-            )
-            return None
+        source = getattr(layer.source, "path", None)
+        named = Path(cfg.OutputDir) / f"{safe_name(layer.name)}.ome.tif"
+        (output,) = output_paths(cfg, named)
         try:
+            # the CLI's output rules: never onto the input; an existing store is resumed when
+            # these weights and settings made it, else refused (the core's fingerprint)
+            inputs = [Path(source)] if source else []
+            check_outputs(cfg, inputs, {Path(source) if source else named: [output]}, True)
             image = run.lazy_czyx(run.layer_array(layer))
             output.parent.mkdir(parents=True, exist_ok=True)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError) as err:  # OutputError is a ValueError
             show_error(f"{layer.name}: {getattr(err, 'strerror', None) or err}")
             return None
-        self._resumable = (output, cfg)
         self._begin(f"segmenting {layer.name} block by block into {output.name}…", "blocks")
         return self.start_worker(
             run.run_blocks,
@@ -340,7 +339,6 @@ class PredictWidget(WorkerPanel):
     def _on_store(self, layer_name: str, store: Path) -> None:
         prob = run.open_store(store)
         self.result = run.Result(layer_name, prob, np.ones(prob.shape[1], bool), store)
-        self._resumable = None
         self.shown.show(self.result)
         self.status.setText(f"{layer_name}: whole volume segmented into {store}")
         show_info(f"{layer_name}: segmented block by block into {store.name}")
@@ -356,10 +354,8 @@ class PredictWidget(WorkerPanel):
         from ..inference.predict import PredictionCancelled
 
         if not isinstance(err, PredictionCancelled):
-            if self._resumable is not None and not self._resumable[0].exists():
-                self._resumable = None
             return False
-        resume = " (Whole volume resumes the OME-Zarr)" if self._resumable else ""
+        resume = " (Whole volume resumes the OME-Zarr)" if self._unit == "blocks" else ""
         self.status.setText(f"cancelled; earlier results are kept{resume}")
         show_info("prediction cancelled")
         return True

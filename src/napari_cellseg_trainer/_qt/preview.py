@@ -2,8 +2,9 @@
 
 The input patch, its ground truth and the predicted probability are placed side by side to the
 right of the image in view, magnified to its height, with a frame and a title each
-("input", "ground truth", "probability · iteration N") drawn by one 2-D shapes layer, so the
-titles show on every plane. When they first appear the camera frames image and previews.
+("input", "ground truth", "probability" over "iteration N") drawn by one 2-D shapes layer, so
+the titles show on every plane. When they first appear the camera frames image and previews,
+with a margin for the titles.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ NAMES = ("preview: input", "preview: ground truth", "preview: probability")
 FRAMES = "preview: titles"
 TITLES = ("input", "ground truth", "probability")
 _GAP = 0.15  # between the patches, as a share of a patch's width
+_MARGIN = 0.9  # the first preview's view: 10 % around the image and the previews
 
 
 class PreviewLayers:
@@ -74,9 +76,11 @@ class PreviewLayers:
             low, high = min(low, self._raw_range[0]), max(high, self._raw_range[1])
         self._raw_range = (low, high)
         raw.contrast_limits = (low, high if high > low else low + 1)
-        self._title(f"probability · iteration {patch.iteration}")
+        self._title(f"probability\niteration {patch.iteration}")  # two lines: within its frame
         if not self._framed:  # the first preview: frame the image and the previews
             self.viewer.reset_view()
+            camera = getattr(self.viewer, "scene", self.viewer).camera  # napari 0.9: scene
+            camera.zoom *= _MARGIN  # the titles above the frames stay in view
             self._framed = True
 
     def _title(self, last: str) -> None:
@@ -142,6 +146,8 @@ def frames(
     _, y, x = shape
     boxes = []
     for _, top, left in translates:
+        # napari centres a voxel on its coordinate: the patch spans half a voxel either side
+        top, left = top - scale[1] / 2, left - scale[2] / 2
         bottom, right = top + y * scale[1], left + x * scale[2]
         boxes.append(np.array([[top, left], [top, right], [bottom, right], [bottom, left]]))
     return boxes

@@ -204,7 +204,7 @@ class ResultTools(QWidget):
         self.figures.setText("; ".join(lines) + compare)
         if self.show_errors.value:
             errors = error_map(prob > self.panel.threshold.value, truth > 0)
-            colors = {0: "transparent", **ERROR_COLORS}
+            colors = {None: "transparent", 0: "transparent", **ERROR_COLORS}
             layer = self._put_labels(self._name("errors"), errors, opacity=0.7)
             layer.colormap = colors
         return result

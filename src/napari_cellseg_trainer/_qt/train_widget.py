@@ -2,7 +2,8 @@
 
 It shows and forwards only: the config lives in the form's schema object, the training is the
 core's session (``training.session``) run in a napari worker thread, and each event is drawn
-here. Everything scrolls vertically inside its tab, so the panel never widens the window.
+here. The form scrolls vertically inside its tab, so the panel never widens the window; Train,
+Stop, the progress and the loss curve stay in view below it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .. import config as config_mod
@@ -106,8 +107,20 @@ class TrainWidget(WorkerPanel):
             "Segment the planes around the current z of the selected image with the newest "
             "checkpoint (in the Predict tab)",
         )
-        self.offer_button = b(self, "", self.train_on_suggested_layers, "")
-        self.offer_button.setVisible(False)
+        self.offer = QWidget(self)  # with no data folder: train on the open layers
+        self.offer_label = QLabel("", self.offer)
+        self.offer_label.setWordWrap(True)  # layer names are long: wrapped, never widening
+        self.offer_button = b(
+            self.offer,
+            "Train on these layers",
+            self.train_on_suggested_layers,
+            "No data folder is set: train on the open image and its labels instead",
+        )
+        offer = QVBoxLayout(self.offer)
+        offer.setContentsMargins(0, 0, 0, 0)
+        offer.addWidget(self.offer_label)
+        offer.addWidget(self.offer_button)
+        self.offer.setVisible(False)
         self.progress = QProgressBar(self)
         self.status.setText("ready")
         self.device_label = QLabel("device: chosen when training starts", self)
@@ -119,14 +132,14 @@ class TrainWidget(WorkerPanel):
         run = QHBoxLayout()
         for w in (self.train_button, self.stop_button, self.preview_button):
             run.addWidget(w)
-        content = scrolling(
-            [self.tools, self.form, data_box, self.offer_button, run, self.progress, self.status],
-            self,
-        )
+        content = scrolling([self.tools, self.form, data_box, self.offer], self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(content, 3)
-        layout.addWidget(self.device_label)
+        # below the scrolling form: Train, Stop and how the run goes stay in view
+        layout.addLayout(run)
+        for w in (self.progress, self.status, self.device_label):
+            layout.addWidget(w)
         layout.addWidget(self.plot, 2)
 
     @property
@@ -155,11 +168,11 @@ class TrainWidget(WorkerPanel):
             pair = self.layer_data.suggest_pair()
         if pair is not None:
             image, labels = pair
-            self.offer_button.setText(f"Train on layers {image.name!r} + {labels.name!r}")
-            self.offer_button.setToolTip(
-                "No data folder is set: train on these two open layers instead"
+            self.offer_label.setText(
+                f"No data folder yet: train on the open layers {image.name!r} (image) and "
+                f"{labels.name!r} (ground truth)?"
             )
-        self.offer_button.setVisible(pair is not None)
+        self.offer.setVisible(pair is not None)
         self._offered = pair
 
     def train_on_suggested_layers(self) -> WorkerBase | None:

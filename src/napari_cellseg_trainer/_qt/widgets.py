@@ -5,7 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLayout, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QLayout,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+_NARROW = 48  # pixels: the least a combo box or a line edit of a panel needs
+# napari's theme gives every spin box 70 pixels plus padding: three of them (size_in) beside
+# their label made a panel wider than a dock on a 1280-pixel screen
+_NARROW_SPIN_BOXES = "QAbstractSpinBox { min-width: 28px; }"
 
 
 def push_button(parent: QWidget, text: str, slot: Callable, tip: str) -> QPushButton:
@@ -40,9 +54,26 @@ def scrolling(items: list[QWidget | QLayout], parent: QWidget) -> QScrollArea:
         else:
             layout.addWidget(item)
     layout.addStretch(1)
+    content.setStyleSheet(_NARROW_SPIN_BOXES)
+    narrow(content)
     content.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     area = QScrollArea(parent)
     area.setWidgetResizable(True)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setWidget(content)
     return area
+
+
+def narrow(widget: QWidget) -> None:
+    """Let the combo boxes and line edits in ``widget`` shrink with the dock.
+
+    A combo box otherwise asks for the width of its longest choice (a long layer name), which
+    would widen the dock or be cut off at its right edge.
+    """
+    for box in widget.findChildren((QComboBox, QLineEdit)):
+        box.setMinimumWidth(_NARROW)
+        if isinstance(box, QComboBox):
+            box.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            box.setMinimumContentsLength(4)

@@ -1,6 +1,6 @@
 """The training and prediction configs: one schema each, YAML in the established layout.
 
-Every field is declared once (:mod:`.train`, :mod:`.predict`) with its type, default, bounds,
+Every field is declared once (:mod:`.network`, :mod:`.train`, :mod:`.predict`) with its type, default, bounds,
 kind (📌 / 💻 / 👌) and help text. The napari form, the tooltips, YAML load/save
 (:mod:`.yaml_io`), the CLI's ``--set`` and the docs' config reference are generated from these
 declarations; :mod:`.checks` holds the rules that need several fields; :mod:`.presets` the
@@ -13,17 +13,10 @@ from typing import Any
 
 from .checks import check_paths, problems_of, unwritable_dir, validate, validate_predict
 from .fields import ConfigError, FieldSpec, Kind, Problem, get_value, iter_fields, set_value
+from .network import ModelSection, NetworkFields
 from .predict import PredictConfig, PredictMode
 from .presets import demo_config, template
-from .train import (
-    PRECISIONS,
-    LoaderSection,
-    LossSection,
-    ModelSection,
-    NetworkFields,
-    TrainConfig,
-    ValidationSection,
-)
+from .train import PRECISIONS, LoaderSection, LossSection, TrainConfig, ValidationSection
 from .yaml_io import (
     apply_overrides,
     check_plain,

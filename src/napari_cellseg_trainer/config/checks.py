@@ -13,8 +13,9 @@ from pathlib import Path
 from ..models import geometry
 from ..normalization import RECIPES
 from .fields import Problem
+from .network import NetworkFields
 from .predict import PredictConfig
-from .train import NetworkFields, TrainConfig
+from .train import TrainConfig
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 

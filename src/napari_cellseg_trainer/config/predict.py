@@ -8,7 +8,7 @@ from typing import Any
 
 from .fields import POS_INT, VType, choice, int_list, param, section
 from .fields import to_dict as _to_dict
-from .train import MACHINE, OK, OURS, PIN, NetworkFields
+from .network import MACHINE, OK, OURS, PIN, NetworkFields
 
 DEVICE_HELP = (
     "Where to run: auto (CUDA GPU, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps." + OURS

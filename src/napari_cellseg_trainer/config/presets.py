@@ -29,6 +29,7 @@ def demo_config(datafolder: str, checkpoint_dir: str) -> TrainConfig:
     cfg = TrainConfig()
     cfg.size_in, cfg.size_out = [32, 100, 100], [4, 12, 12]
     cfg.checkpoint_dir = checkpoint_dir
+    cfg.run_subfolder = True  # each run its own folder: runs on other data never mix
     cfg.learning_rate = 1e-3
     cfg.epochs = 50
     cfg.save_every_n_epoch = 10

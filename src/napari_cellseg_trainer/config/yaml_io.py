@@ -20,8 +20,9 @@ import yaml
 from ..models import geometry
 from .checks import problems_of
 from .fields import ConfigError, Problem, from_dict, short_repr, to_dict
+from .network import NetworkFields
 from .predict import PredictConfig
-from .train import NetworkFields, TrainConfig
+from .train import TrainConfig
 
 AnyConfig = TypeVar("AnyConfig", TrainConfig, PredictConfig, NetworkFields)
 

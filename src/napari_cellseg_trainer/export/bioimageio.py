@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import io
 import os
 import tempfile
 import warnings
@@ -27,16 +26,17 @@ import yaml
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, load_model_weights
+from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from ..errors import UserInputError
+from ..model_package import PACKAGE_CONFIG as CONFIG_FILE
+from ..model_package import PACKAGE_KEY as KEY
+from ..model_package import PACKAGE_PREFIX as PREFIX
+from ..model_package import PACKAGE_WEIGHTS, load_package
 from ..models import build_model, geometry
 
-KEY = "napari-cellseg-trainer"  # the package config's section that marks our exports
-PREFIX = "net."
-CONFIG_FILE = "training_config.yaml"
 INSTALL_HINT = "pip install 'napari-cellseg-trainer[bioimageio]'"
 _EPS = 1e-6  # bioimageio.core's scale_range divides by (max - min + 1e-6)
-_FILES = dict(state_dict="weights_state_dict.pt", torchscript="weights_torchscript.pt")
+_FILES = dict(state_dict=PACKAGE_WEIGHTS, torchscript="weights_torchscript.pt")
 _FILES |= dict(input="test_input.npy", output="test_output.npy", cover="cover.png")
 _FILES |= dict(readme="README.md", config=CONFIG_FILE)
 _TAGS = ["3d", "unet", "pytorch", "semantic-segmentation", "fluorescence-light-microscopy"]
@@ -373,13 +373,11 @@ def load_bioimageio(package_path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise ExportError(f"{path}: not a bioimage.io model package ({reason})") from None
     if isinstance(descr, InvalidDescr) or KEY not in (descr.config.model_extra or {}):
         raise ExportError(f"{path}: not a model package exported by napari-cellseg-trainer")
-    weights = descr.weights.pytorch_state_dict
-    attached = [f for f in descr.attachments if Path(str(f.source)).name == CONFIG_FILE]
-    if weights is None or not attached:
-        raise ExportError(f"{path}: lacks the state-dict weights or {CONFIG_FILE} it was made with")
-    config = yaml.safe_load(attached[0].get_reader().read())
-    data = io.BytesIO(weights.get_reader().read())
-    state = torch.load(data, map_location="cpu", weights_only=True)
+    try:
+        loaded = load_package(path, "cpu")  # the weights and config, as a checkpoint
+    except CheckpointError as err:
+        raise ExportError(str(err)) from None
+    config = loaded.config
     model = StructureProbability(**_architecture(config, path)).net
-    load_model_weights(model, {k.removeprefix(PREFIX): v for k, v in state.items()})
+    load_model_weights(model, loaded.model_state)
     return model, config
