@@ -95,3 +95,26 @@ def stand_in_network(monkeypatch):
     from napari_cellseg_trainer.training import step
 
     monkeypatch.setattr(step, "build_network", StandInNet)
+
+
+# The files that take longest (real trainings, subprocesses) go first: with the files spread
+# over pytest-xdist workers (scripts/test.sh), a long file started last would run alone at the
+# end while the other workers wait.
+_LONGEST_FIRST = (
+    "test_training.py",
+    "test_distributed.py",
+    "test_crash_safety.py",
+    "test_memory.py",
+    "test_bioimageio.py",
+    "test_learning.py",
+    "test_tile_choice.py",
+    "test_predict_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest is kept
