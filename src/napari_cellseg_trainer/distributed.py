@@ -169,14 +169,17 @@ def rank_rng(shared: np.random.Generator, seed: int, world: World) -> np.random.
     return np.random.default_rng([seed, world.rank]) if world.distributed else shared
 
 
-def weights_digest(model: torch.nn.Module) -> str:
+def weights_digest(model: torch.nn.Module, buffers: bool = False, extra: bytes = b"") -> str:
     """A short SHA-1 of the trainable weights in order: equal digests, equal weights.
 
-    Buffers (BatchNorm's running statistics) are left out: without SyncBatchNorm (CPU, gloo)
-    each rank updates them from its own batches, and rank 0's are the ones saved.
+    Buffers (BatchNorm's running statistics) are left out unless ``buffers``: without
+    SyncBatchNorm (CPU, gloo) each rank updates them from its own batches, and rank 0's are
+    the ones saved. ``extra`` (e.g. settings) goes into the digest after the tensors.
     """
     h = hashlib.sha1()
-    for key, value in unwrap(model).named_parameters():
+    net = unwrap(model)
+    for key, value in net.state_dict().items() if buffers else net.named_parameters():
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(extra)
     return h.hexdigest()[:16]

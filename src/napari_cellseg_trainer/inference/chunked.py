@@ -218,27 +218,19 @@ def predict_file_to_zarr(
     """One image (OME-Zarr or TIFF, read lazily) predicted block by block into an OME-Zarr."""
     image, voxel = open_lazy(source)
     with image:
-        return _zarr_from_lazy(
-            model, image, voxel, source, output, cfg, device, world, progress, notes, restart
+        predict_lazy_to_zarr(
+            model,
+            image,
+            output,
+            cfg,
+            device,
+            voxel_size=voxel,
+            world=world,
+            progress=functools.partial(progress, source.name) if progress else None,
+            note=functools.partial(notes, source.name) if notes else None,
+            name=str(source),
+            restart=restart,
         )
-
-
-def _zarr_from_lazy(
-    model, image, voxel, source, output, cfg, device, world, progress, notes, restart
-):
-    predict_lazy_to_zarr(
-        model,
-        image,
-        output,
-        cfg,
-        device,
-        voxel_size=voxel,
-        world=world,
-        progress=functools.partial(progress, source.name) if progress else None,
-        note=functools.partial(notes, source.name) if notes else None,
-        name=str(source),
-        restart=restart,
-    )
     return output
 
 

@@ -8,7 +8,6 @@ predictions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -21,6 +20,7 @@ import torch
 
 from ..config import PredictConfig
 from ..data.images import require_zarr
+from ..distributed import weights_digest
 from ..errors import UserInputError
 
 DONE = (
@@ -46,14 +46,9 @@ def wait_for_store(path: Path, seconds: float = 300.0) -> None:
 
 def fingerprint(model: torch.nn.Module, cfg: PredictConfig, size_in, size_out) -> str:
     """What made a prediction: the weights (buffers too) and the settings that change it."""
-    h = hashlib.sha1()
-    for key, value in model.state_dict().items():
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     settings = [cfg.Normalization, cfg.Threshold, cfg.tiling, cfg.overlap, cfg.RuntimeAug]
     settings += [list(size_in), list(size_out), list(cfg.InputCh), list(cfg.OutputCh)]
-    h.update(json.dumps(settings, default=str).encode())
-    return h.hexdigest()[:16]
+    return weights_digest(model, buffers=True, extra=json.dumps(settings, default=str).encode())
 
 
 def remove_prediction(path: Path) -> None:
