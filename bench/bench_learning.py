@@ -4,14 +4,18 @@ the other half against a smoothed-Otsu threshold.
 The volume is ../shared/data/nuclei_1137 (100^3 confocal nuclei with curated labels; see its
 README). The half x < 50 becomes a training folder, the quick preset is chosen for this machine
 (a probe of real steps) and trains for ``--minutes`` (a held-out slab of the half scores each
-epoch); then the half x >= 50 is predicted with the checkpoint's defaults (its normalisation,
-the automatic tile) and scored: IoU at 0.5, and at the threshold the held-out slab chose.
+epoch, and the best weights are kept); then the half x >= 50 is predicted with them and the
+checkpoint's defaults (its normalisation, the automatic tile) and scored: IoU at 0.5, and at
+the threshold the held-out slab chose.
 Smoothed Otsu (Gaussian sigma 1) is scored on the same half. The supervised voxels per second of
 the chosen patch and of the Sample preset's are measured in the same run (real steps).
 
     python bench/bench_learning.py [--minutes 10] [--seed 0] [--keep DIR]
+        [--raw RAW.tif --labels LABELS.tif] [--test-raw RAW2.tif --test-labels LABELS2.tif]
 
-Skips with a message (exit 0) when the data are absent.
+``--raw``/``--labels`` put another volume (your own) in place of nuclei_1137, split the same
+way; ``--test-raw``/``--test-labels`` score a second volume as a whole instead of the other half
+(the whole first volume then trains). Skips with a message (exit 0) when the data are absent.
 """
 
 from __future__ import annotations
@@ -78,24 +82,38 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", help="keep the run folder (checkpoints) here")
+    parser.add_argument("--raw", type=Path, default=DATA / "1137_mini_raw.ome.tif")
+    parser.add_argument("--labels", type=Path, default=DATA / "1137_mini_labels.ome.tif")
+    parser.add_argument("--test-raw", type=Path, help="score this volume instead of the other half")
+    parser.add_argument("--test-labels", type=Path)
     args = parser.parse_args()
-    raw_path, labels_path = DATA / "1137_mini_raw.ome.tif", DATA / "1137_mini_labels.ome.tif"
-    if not raw_path.exists():
-        print(f"skipped: {DATA} does not hold the nuclei_1137 crop (see shared/data/README.md)")
+    if not args.raw.exists():
+        print(f"skipped: {args.raw} is absent (see shared/data/README.md)")
         return 0
-    raw = tifffile.imread(raw_path)
-    truth = tifffile.imread(labels_path) > 0
+    if (args.test_raw is None) != (args.test_labels is None):
+        print("error: --test-raw and --test-labels go together", file=sys.stderr)
+        return 2
+    raw = tifffile.imread(args.raw)
+    truth = tifffile.imread(args.labels) > 0
+    if args.test_raw is None:
+        train_raw, train_truth = raw[:, :, :SPLIT], truth[:, :, :SPLIT]
+        test_raw, test_truth, scored = raw[:, :, SPLIT:], truth[:, :, SPLIT:], f"x >= {SPLIT}"
+    else:
+        train_raw, train_truth = raw, truth
+        test_raw, test_truth = tifffile.imread(args.test_raw), tifffile.imread(args.test_labels) > 0
+        scored = args.test_raw.name
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_learning_"))
     folder = work / "train_half"
     write_training_image(
         folder,
-        "nuclei_x_lt_50",
-        raw[:, :, :SPLIT].astype(np.float32),
-        truth[:, :, :SPLIT].astype(np.uint8),
-        np.ones(truth[:, :, :SPLIT].shape, np.float32),
+        "training_part",
+        train_raw.astype(np.float32),
+        train_truth.astype(np.uint8),
+        np.ones(train_truth.shape, np.float32),
     )
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; data {raw.shape} {raw.dtype}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; data {args.raw.name} "
+        f"{raw.shape} {raw.dtype}, trains on {train_raw.shape}, scores {scored} {test_raw.shape}"
     )
     print(f"neighbour correlation of the raw: {neighbour_correlation(raw.astype(np.float32)):.4f}")
 
@@ -103,7 +121,7 @@ def main() -> int:
         str(folder),
         str(work / "runs"),
         minutes=args.minutes,
-        image_shape=(100, 100, SPLIT),
+        image_shape=train_raw.shape,
         device="cpu",
     )
     cfg.seed = args.seed
@@ -119,7 +137,7 @@ def main() -> int:
     for event in recorded_training(cfg):
         if isinstance(event, IterationEnd):
             iterations = event.iteration
-        elif isinstance(event, CheckpointSaved):
+        elif isinstance(event, CheckpointSaved) and not event.best:
             last = event.path
         elif isinstance(event, HoldoutScore):
             scores.append(event)
@@ -132,22 +150,24 @@ def main() -> int:
             print(f"  {event.level}: {event.text}")
         elif isinstance(event, TrainingFinished):
             print(f"  finished: {event.reason} after {iterations} iterations")
+            if event.best_checkpoint:
+                print(f"  predicting with the best held-out checkpoint (epoch {event.best_epoch})")
+            last = event.to_predict
     trained_s = time.monotonic() - started
 
     loaded = ckpt.load_checkpoint(last)
     defaults = defaults_from_checkpoint(loaded)
     model = ckpt.model_for(loaded, defaults.config)
-    test = raw[None, :, :, SPLIT:].astype(np.float32)
+    test = test_raw[None].astype(np.float32)
     cfg_predict = defaults.config
     cfg_predict.Threshold = -1.0
     started = time.monotonic()
     prob = segment(model, test, cfg_predict, torch.device("cpu"))[0]
     predict_s = time.monotonic() - started
-    half_truth = truth[:, :, SPLIT:]
-    learned = iou(prob > 0.5, half_truth)
-    tuned = iou(prob > defaults.threshold, half_truth) if defaults.threshold else float("nan")
-    otsu = otsu_iou(raw[:, :, SPLIT:], half_truth)
-    everything = iou(np.ones_like(half_truth), half_truth)
+    learned = iou(prob > 0.5, test_truth)
+    tuned = iou(prob > defaults.threshold, test_truth) if defaults.threshold else float("nan")
+    otsu = otsu_iou(test_raw, test_truth)
+    everything = iou(np.ones_like(test_truth), test_truth)
 
     sample_rate = voxels_per_second((32, 100, 100), 2)
     quick_rate = voxels_per_second(tuple(cfg.size_in), cfg.loader.batch_size)
@@ -157,7 +177,7 @@ def main() -> int:
         f"in {predict_s:.1f} s ({defaults.note})"
     )
     print(
-        f"on x >= {SPLIT}:  learned IoU@0.5 {learned:.3f}   smoothed Otsu {otsu:.3f}   "
+        f"on {scored}:  learned IoU@0.5 {learned:.3f}   smoothed Otsu {otsu:.3f}   "
         f"(all foreground {everything:.3f})"
     )
     if defaults.threshold:

@@ -202,6 +202,53 @@ def test_a_held_out_slab_is_scored_every_epoch_and_early_stop_stops(
     assert saved.epoch == 5 and saved.extra["threshold"] == 0.3
 
 
+def test_keep_best_keeps_the_best_held_out_weights_and_predicts_with_them(
+    tiny_config, monkeypatch, stand_in_network
+):
+    from napari_cellseg_trainer.training import run as run_module
+
+    scores = iter([0.4, 0.7, 0.5, 0.6])
+    monkeypatch.setattr(run_module, "holdout_iou", lambda *a: (next(scores), 0.5, 0.7))
+    cfg = tiny_config
+    cfg.epochs, cfg.holdout, cfg.keep_best = 4, 0.25, True
+    events = list(train(cfg))
+    best = [e for e in events if isinstance(e, CheckpointSaved) and e.best]
+    assert [e.epoch for e in best] == [1, 2]  # saved on each new best only
+    assert best[-1].path.name == ckpt.BEST_NAME
+    finished = events[-1]
+    assert finished.best_checkpoint == best[-1].path and finished.best_epoch == 2
+    assert finished.best_iou == 0.7 and finished.to_predict == best[-1].path
+    kept = ckpt.load_checkpoint(finished.to_predict)
+    assert kept.epoch == 2 and kept.extra["holdout_iou"] == 0.7
+    assert finished.checkpoint.name == "checkpoint_epoch_4.pytorch"  # the last, as before
+    # the best checkpoint is never taken for a resume
+    assert ckpt.latest_checkpoint(best[-1].path.parent) == finished.checkpoint
+
+
+def test_a_resumed_run_does_not_replace_a_better_kept_best(
+    tiny_config, monkeypatch, stand_in_network
+):
+    from napari_cellseg_trainer.training import run as run_module
+
+    scores = iter([0.7, 0.3, 0.2, 0.8])
+    monkeypatch.setattr(run_module, "holdout_iou", lambda *a: (next(scores), 0.5, 0.7))
+    cfg = tiny_config
+    cfg.epochs, cfg.holdout, cfg.keep_best = 2, 0.25, True
+    first = list(train(cfg))[-1]
+    cfg.epochs, cfg.resume = 4, str(first.checkpoint)
+    again = list(train(cfg))
+    # 0.3 and 0.2 do not replace the kept 0.7; 0.8 does
+    assert [e.epoch for e in again if isinstance(e, CheckpointSaved) and e.best] == [4]
+    assert ckpt.load_checkpoint(again[-1].best_checkpoint).extra["holdout_iou"] == 0.8
+
+
+def test_keep_best_needs_a_held_out_slab():
+    cfg = config.TrainConfig()
+    cfg.keep_best = True
+    problems = [p.key for p in config.validate(cfg)]
+    assert "keep_best" in problems
+
+
 def test_the_held_out_slab_is_kept_out_of_training(tiny_config, stand_in_network):
     cfg = tiny_config
     cfg.holdout = 0.25

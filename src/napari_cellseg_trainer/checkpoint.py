@@ -30,6 +30,8 @@ from .models import build_model
 # checkpoint_epoch_<epochs done>.pytorch, or ..._iter_<iterations done>.pytorch for a run
 # stopped inside the next epoch: a stop never overwrites the clean checkpoint of an epoch.
 _NAME = re.compile(r"^checkpoint_epoch_(\d+)(?:_iter_(\d+))?\.pytorch$")
+# keep_best: the weights of the best held-out IoU so far; never taken for a resume
+BEST_NAME = "checkpoint_best.pytorch"
 # The fields that fix a network's weights, and with its patch sizes those a checkpoint's own
 # config supplies to predict with it.
 ARCHITECTURE_KEYS = ("model.name", "model.zoom_ratio", "nchannel", "nclass")

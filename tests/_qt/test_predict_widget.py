@@ -204,6 +204,24 @@ def test_training_panel_previews_the_latest_checkpoint_in_the_predict_tab(
     assert "cells probability" in viewer.layers
 
 
+def test_preview_checkpoint_prefers_the_best_held_out_checkpoint(
+    viewer, stand_in_checkpoint, stand_in_predictor, qtbot, tmp_path
+):
+    from napari_cellseg_trainer._qt.dock import SegmentationDock
+    from napari_cellseg_trainer.training import events as ev
+
+    dock = SegmentationDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Segmentation")
+    layer = small_image(viewer, shape=(6, 12, 12))
+    viewer.layers.selection.active = layer
+    dock.train._on_event(ev.CheckpointSaved(2, 8, stand_in_checkpoint, best=True))
+    dock.train._on_event(ev.CheckpointSaved(5, 20, tmp_path / "checkpoint_epoch_5.pytorch"))
+    assert dock.train.last_checkpoint.name == "checkpoint_epoch_5.pytorch"
+    with qtbot.waitSignal(dock.predict.idle, timeout=WAIT_MS):
+        assert dock.train.preview_latest_checkpoint()
+    assert dock.predict.form.cfg.model_path == str(stand_in_checkpoint)
+
+
 def test_a_zarr_layer_is_predicted_block_by_block_into_an_ome_zarr_it_is_shown_from(
     panel, viewer, qtbot, tmp_path, notes, inferences, stand_in_checkpoint
 ):

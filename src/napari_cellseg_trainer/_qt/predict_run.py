@@ -209,7 +209,7 @@ def fine_tune(cfg: config_mod.TrainConfig, images: list):
 
     last = None
     for event in recorded_training(cfg, images=images, beside_gui=True):
-        if isinstance(event, ev.CheckpointSaved):
+        if isinstance(event, ev.CheckpointSaved) and not event.best:
             last = event.path
         yield event
     return last

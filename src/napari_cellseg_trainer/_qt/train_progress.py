@@ -109,12 +109,19 @@ class RunView:
 
     def _saved(self, event: ev.CheckpointSaved) -> None:
         self.status.setToolTip(str(event.path))
-        show_info(f"checkpoint saved: {event.path.name} (in {event.path.parent.name})")
+        best = " (the best held-out IoU so far: Preview uses it)" if event.best else ""
+        show_info(f"checkpoint saved: {event.path.name} (in {event.path.parent.name}){best}")
 
     def _finished(self, event: ev.TrainingFinished) -> None:
         self.plot.flush()
         why = f": {event.detail}" if event.detail else ""
+        best = (
+            f"; Preview uses the best held-out checkpoint (IoU {event.best_iou:.3f}, epoch "
+            f"{event.best_epoch})"
+            if event.best_checkpoint
+            else ""
+        )
         self.status.setText(
             f"training {event.reason}{why} after {event.epoch} epoch(s), {event.iteration} "
-            "iterations"
+            f"iterations{best}"
         )

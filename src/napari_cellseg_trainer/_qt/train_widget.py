@@ -77,6 +77,7 @@ class TrainWidget(WorkerPanel):
         self._done = threading.Event()
         self._done.set()
         self.last_checkpoint: Path | None = None
+        self.best_checkpoint: Path | None = None  # keep_best: Preview prefers it
         self._offered: tuple | None = None
         self._watched_window: weakref.ref[QObject] = lambda: None  # type: ignore[assignment]
 
@@ -213,7 +214,7 @@ class TrainWidget(WorkerPanel):
         self._stop.clear()
         self._done.clear()
         self.view.begin(tuple(cfg.size_out) if cfg.preview_every_n_iter else None)
-        self.last_checkpoint = None
+        self.last_checkpoint = self.best_checkpoint = None
         self.status.setText("starting: reading the data and drawing the first patch buffer…")
         self._watch_window()
         return self.start_worker(
@@ -235,7 +236,9 @@ class TrainWidget(WorkerPanel):
         return self._done.wait(timeout)
 
     def _on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.CheckpointSaved):
+        if isinstance(event, ev.CheckpointSaved) and event.best:
+            self.best_checkpoint = event.path
+        elif isinstance(event, ev.CheckpointSaved):
             self.last_checkpoint = event.path
         self.view.show(event)
 
@@ -251,7 +254,11 @@ class TrainWidget(WorkerPanel):
         from .user_layers import user_images
 
         folder = self.form.cfg.checkpoint_dir
-        path = self.last_checkpoint or (latest_run_checkpoint(folder) if folder else None)
+        path = (
+            self.best_checkpoint
+            or self.last_checkpoint
+            or (latest_run_checkpoint(folder) if folder else None)
+        )
         if path is None:
             show_error(f"no checkpoint yet in {folder or 'checkpoint_dir (empty)'}: train first")
             return False

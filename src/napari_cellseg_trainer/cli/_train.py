@@ -162,7 +162,7 @@ class ProgressBar:
             ValidationDone: self._validation,
             HoldoutScore: self._holdout,
             Notice: self._notice,
-            CheckpointSaved: lambda e: self._write(f"saved {e.path}"),
+            CheckpointSaved: self._saved,
             TrainingFinished: self._finished,
         }
 
@@ -231,6 +231,11 @@ class ProgressBar:
             f"{event.threshold:.2f}"
         )
 
+    def _saved(self, event: CheckpointSaved) -> None:
+        self._write(
+            f"saved {event.path}" + (" (the best held-out IoU so far)" if event.best else "")
+        )
+
     def _notice(self, event: Notice) -> None:
         self._write(f"{event.level}: {event.text}")
 
@@ -242,3 +247,8 @@ class ProgressBar:
             f"training {event.reason}{why} after {event.epoch} epoch(s), "
             f"{event.iteration} iterations{where}"
         )
+        if event.best_checkpoint:
+            self._write(
+                f"predict with {event.best_checkpoint}: the best held-out IoU, "
+                f"{event.best_iou:.3f} at epoch {event.best_epoch}"
+            )

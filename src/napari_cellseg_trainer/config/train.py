@@ -249,6 +249,15 @@ class TrainConfig(NetworkFields):
         "many epochs; needs holdout > 0. null: never." + OURS,
         group="learning",
     )
+    keep_best: bool = param(
+        False,
+        VType("bool"),
+        OK,
+        "Also keep the weights with the best held-out IoU so far as checkpoint_best.pytorch, "
+        "and predict with them after the run (short runs go up and down); needs holdout > 0. "
+        "false: the last checkpoint only." + OURS,
+        group="learning",
+    )
     run_subfolder: bool = param(
         False,
         VType("bool"),

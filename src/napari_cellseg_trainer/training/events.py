@@ -93,6 +93,7 @@ class CheckpointSaved:
     epoch: int
     iteration: int
     path: Path
+    best: bool = False  # checkpoint_best.pytorch: the best held-out IoU so far (keep_best)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,14 @@ class TrainingFinished:
     checkpoint: Path | None
     weights_digest: str = ""  # SHA-1 prefix of the final weights (equal on every rank)
     detail: str = ""  # why, in words (e.g. the early stop's figures)
+    best_checkpoint: Path | None = None  # keep_best: the weights of the best held-out IoU
+    best_iou: float | None = None  # their held-out IoU at 0.5
+    best_epoch: int = 0
+
+    @property
+    def to_predict(self) -> Path | None:
+        """The checkpoint to predict with: the best held-out one when kept, else the last."""
+        return self.best_checkpoint or self.checkpoint
 
 
 Event = (

@@ -63,11 +63,13 @@ class Plateau:
     since: int = 0
     told: bool = False  # a plateau was reported once already
 
-    def add(self, epoch: int, score: float) -> None:
+    def add(self, epoch: int, score: float) -> bool:
+        """Record an epoch's score; True when it is a new best."""
         if score > self.best + 1e-4:
             self.best, self.best_epoch, self.since, self.told = score, epoch, 0, False
-        else:
-            self.since += 1
+            return True
+        self.since += 1
+        return False
 
     @property
     def should_stop(self) -> bool:

@@ -97,9 +97,12 @@ class TrainingRun:
         self.iterations_per_epoch = math.ceil(self.n_patches / cfg.loader.batch_size)
         self.clock = RunClock(cfg, self.iterations_per_epoch, self.iteration)
         self.plateau = Plateau(cfg.early_stop)
+        if resumed is not None and cfg.keep_best:
+            self.plateau.best, self.plateau.best_epoch = kept_best(self.out_dir)
         self.threshold: float | None = None  # the held-out slabs' best, for these weights
         self.patches: PatchSet | None = None
         self.last_saved: Path | None = None
+        self.best_saved: Path | None = None  # keep_best: checkpoint_best.pytorch once written
 
     # ------------------------------------------------------------------ the loop's steps
 
@@ -175,7 +178,7 @@ class TrainingRun:
         if not self.slabs:
             return []
         iou, self.threshold, tuned = holdout_iou(self.step.net, self.slabs, self.cfg, self.device)
-        self.plateau.add(self.epoch, iou)
+        improved = self.plateau.add(self.epoch, iou)
         plateau = self.plateau
         score = HoldoutScore(
             self.epoch, self.iteration, iou, plateau.best, plateau.best_epoch, self.threshold, tuned
@@ -184,6 +187,8 @@ class TrainingRun:
         news = plateau.news()
         if news:
             events.append(Notice(news, "info"))
+        if improved and self.cfg.keep_best:
+            events += self.save(self.out_dir / ckpt.BEST_NAME, best=iou)
         return events if self.world.main else []
 
     def save_due(self) -> list[Event]:
@@ -203,16 +208,17 @@ class TrainingRun:
             return []  # this epoch's end is saved already
         return self.save(path, final=True)
 
-    def save(self, path: Path, final: bool = False) -> list[Event]:
+    def save(self, path: Path, final: bool = False, best: float | None = None) -> list[Event]:
         """Write the weights, optimiser state and config (rank 0; the others hold the same).
 
         A failed save (a full disk) is a warning and the run goes on: the next save may work.
         A failed final save writes the checkpoint to the temporary folder instead, and says so.
+        ``best``: the held-out IoU of these weights, saved as the run's best (keep_best).
         """
         if not self.world.main:
             return []
         try:
-            return [self._write(path)]
+            return [self._write(path, best)]
         except ckpt.CheckpointError as err:
             if not final:
                 return [Notice(f"{err}; training goes on, the next save will try again")]
@@ -220,13 +226,15 @@ class TrainingRun:
             saved = self._write(rescue / path.name)  # raises if even that fails
             return [saved, Notice(f"{err}; the weights were saved to {saved.path} instead")]
 
-    def _write(self, path: Path) -> CheckpointSaved:
+    def _write(self, path: Path, best: float | None = None) -> CheckpointSaved:
         # how the raw was normalised (a recipe id, or None: as given): prediction repeats it
         extra = {
             "normalization": self.recipe,
             "voxel_size": self.voxel_size,
             "threshold": self.threshold,
         }
+        if best is not None:
+            extra["holdout_iou"] = best
         saved = ckpt.save_checkpoint(
             path,
             model_state=self.step.net.state_dict(),
@@ -237,15 +245,39 @@ class TrainingRun:
             config=self.cfg.to_dict(),
             extra=extra,
         )
+        if best is not None:
+            self.best_saved = saved
+            return CheckpointSaved(self.epoch, self.iteration, saved, best=True)
         self.last_saved = saved
         return CheckpointSaved(epoch=self.epoch, iteration=self.iteration, path=saved)
 
     def finished(self, reason: str, detail: str = "") -> TrainingFinished:
         digest = weights_digest(self.step.net)
-        return TrainingFinished(reason, self.epoch, self.iteration, self.last_saved, digest, detail)
+        best = self.plateau.best if self.best_saved else None
+        return TrainingFinished(
+            reason,
+            self.epoch,
+            self.iteration,
+            self.last_saved,
+            digest,
+            detail,
+            self.best_saved,
+            best,
+            self.plateau.best_epoch if self.best_saved else 0,
+        )
 
     def close(self) -> None:
         self.buffer.close()
+
+
+def kept_best(folder: Path) -> tuple[float, int]:
+    """(held-out IoU, epoch) of the best checkpoint a resumed run kept, so no worse one replaces
+    it; (-1, 0) when there is none."""
+    path = folder / ckpt.BEST_NAME
+    if not path.is_file():
+        return -1.0, 0
+    kept = ckpt.load_checkpoint(path)
+    return float(kept.extra.get("holdout_iou", -1.0)), int(kept.epoch or 0)
 
 
 def prepared_images(
