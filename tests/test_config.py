@@ -70,6 +70,7 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
         "normalization",
         "holdout",
         "early_stop",
+        "keep_best",
         "run_subfolder",
         "finetune_from",
         "voxel_size",
@@ -208,7 +209,7 @@ def test_overrides_set_nested_values_and_recompute_size_out(tmp_path):
 
 def test_every_field_has_kind_help_and_a_valid_default():
     specs = config.fields(TrainConfig)
-    assert len(specs) == len({s.key for s in specs}) == 42
+    assert len(specs) == len({s.key for s in specs}) == 43
     for spec in specs:
         assert isinstance(spec.kind, Kind)
         assert len(spec.help) > 20, spec.key
