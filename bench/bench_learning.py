@@ -37,7 +37,6 @@ from napari_cellseg_trainer.data.quality import neighbour_correlation
 from napari_cellseg_trainer.inference.run import defaults_from_checkpoint, segment
 from napari_cellseg_trainer.training import recorded_training
 from napari_cellseg_trainer.training.events import (
-    CheckpointSaved,
     HoldoutScore,
     IterationEnd,
     Notice,
@@ -137,8 +136,6 @@ def main() -> int:
     for event in recorded_training(cfg):
         if isinstance(event, IterationEnd):
             iterations = event.iteration
-        elif isinstance(event, CheckpointSaved) and not event.best:
-            last = event.path
         elif isinstance(event, HoldoutScore):
             scores.append(event)
             print(

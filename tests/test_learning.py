@@ -183,13 +183,18 @@ def test_the_normalisation_of_training_is_the_one_prediction_applies(
     assert given.config.Normalization == 0 and "as given" in given.note
 
 
+def _held_out_scores(monkeypatch, scores, threshold=0.5):
+    """The held-out IoU of each epoch in turn, in place of predicting the slabs."""
+    from napari_cellseg_trainer.training import run as run_module
+
+    scores = iter(scores)
+    monkeypatch.setattr(run_module, "holdout_iou", lambda *a: (next(scores), threshold, 0.7))
+
+
 def test_a_held_out_slab_is_scored_every_epoch_and_early_stop_stops(
     tiny_config, monkeypatch, stand_in_network
 ):
-    from napari_cellseg_trainer.training import run as run_module
-
-    scores = iter([0.5, 0.6, 0.55, 0.52, 0.51, 0.5])
-    monkeypatch.setattr(run_module, "holdout_iou", lambda *a: (next(scores), 0.3, 0.7))
+    _held_out_scores(monkeypatch, [0.5, 0.6, 0.55, 0.52, 0.51, 0.5], threshold=0.3)
     cfg = tiny_config
     cfg.epochs, cfg.holdout, cfg.early_stop = 20, 0.25, 3
     events = list(train(cfg))
@@ -205,10 +210,7 @@ def test_a_held_out_slab_is_scored_every_epoch_and_early_stop_stops(
 def test_keep_best_keeps_the_best_held_out_weights_and_predicts_with_them(
     tiny_config, monkeypatch, stand_in_network
 ):
-    from napari_cellseg_trainer.training import run as run_module
-
-    scores = iter([0.4, 0.7, 0.5, 0.6])
-    monkeypatch.setattr(run_module, "holdout_iou", lambda *a: (next(scores), 0.5, 0.7))
+    _held_out_scores(monkeypatch, [0.4, 0.7, 0.5, 0.6])
     cfg = tiny_config
     cfg.epochs, cfg.holdout, cfg.keep_best = 4, 0.25, True
     events = list(train(cfg))
@@ -228,10 +230,7 @@ def test_keep_best_keeps_the_best_held_out_weights_and_predicts_with_them(
 def test_a_resumed_run_does_not_replace_a_better_kept_best(
     tiny_config, monkeypatch, stand_in_network
 ):
-    from napari_cellseg_trainer.training import run as run_module
-
-    scores = iter([0.7, 0.3, 0.2, 0.8])
-    monkeypatch.setattr(run_module, "holdout_iou", lambda *a: (next(scores), 0.5, 0.7))
+    _held_out_scores(monkeypatch, [0.7, 0.3, 0.2, 0.8])
     cfg = tiny_config
     cfg.epochs, cfg.holdout, cfg.keep_best = 2, 0.25, True
     first = list(train(cfg))[-1]
