@@ -55,7 +55,17 @@ FLOORS = {
         1,
     ),
     **dict.fromkeys(
-        ("checkpoint", "model_package", "distributed", "inference", "_sample_data", "_reader"), 2
+        (
+            "checkpoint",
+            "model_package",
+            "starters",
+            "model_source",
+            "distributed",
+            "inference",
+            "_sample_data",
+            "_reader",
+        ),
+        2,
     ),
     **dict.fromkeys(("training", "export"), 3),
     **dict.fromkeys(("cli", "_qt", "__main__"), 4),

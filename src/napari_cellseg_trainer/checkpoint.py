@@ -51,10 +51,11 @@ class Checkpoint:
     config: dict | None = None
     extra: dict = field(default_factory=dict)
     path: Path | None = None
+    name: str | None = None  # what the user called it, when not a path (``starter:nuclei``)
 
     @property
     def where(self) -> str:
-        return str(self.path) if self.path else "checkpoint"
+        return self.name or (str(self.path) if self.path else "checkpoint")
 
     def network(self) -> config_mod.NetworkFields:
         """The network settings of the embedded config, read through the schema."""
@@ -188,18 +189,13 @@ def _to_cpu(value: Any) -> Any:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
-    """Read any of the three checkpoint formats, refusing files that need code to unpickle.
-
-    A bioimage.io model package exported by this plugin (a ``.zip``) reads as a checkpoint too:
-    its original weights, training config and prediction settings.
+    """Read a checkpoint file of any of the three formats, refusing files that need code to
+    unpickle. (Whatever a user gives as a model, a package or a starter too, opens through
+    :func:`..model_source.open_model`.)
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    from .model_package import is_package, load_package
-
-    if is_package(path):
-        return load_package(path, map_location)
     data = _torch_load(path, map_location)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
@@ -284,7 +280,11 @@ def load_model_weights(
         if isinstance(checkpoint, Checkpoint)
         else state_dict_of(checkpoint, Path("state dict"))
     )
-    where = f"{checkpoint.path}: " if isinstance(checkpoint, Checkpoint) and checkpoint.path else ""
+    where = (
+        f"{checkpoint.where}: "
+        if isinstance(checkpoint, Checkpoint) and (checkpoint.path or checkpoint.name)
+        else ""
+    )
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -312,21 +312,6 @@ def load_model_weights(
 def build_network(cfg: config_mod.NetworkFields) -> torch.nn.Module:
     """The (fresh) network a config describes."""
     return build_model(cfg.model.name, cfg.nchannel, cfg.nclass, cfg.model.zoom_ratio)
-
-
-def model_from_checkpoint(
-    path: str | os.PathLike,
-    device: torch.device | str = "cpu",
-    network: config_mod.NetworkFields | None = None,
-) -> tuple[torch.nn.Module, config_mod.NetworkFields]:
-    """The model a checkpoint rebuilds, its weights loaded (strict), in eval mode; one read.
-
-    ``network`` gives the model settings for a checkpoint without an embedded config (the
-    established trainer's); otherwise they come from the checkpoint, through the schema.
-    """
-    loaded = load_checkpoint(path, map_location="cpu")
-    settings = network if network is not None else loaded.network()
-    return model_for(loaded, settings, device), settings
 
 
 def model_for(

@@ -154,14 +154,14 @@ class PredictWidget(WorkerPanel):
         return self._checkpoint_chosen()
 
     def _checkpoint_chosen(self, *_: Any) -> bool:
-        from ..checkpoint import load_checkpoint
         from ..inference.run import defaults_from_checkpoint
+        from ..model_source import open_model
 
         path = self.form.cfg.model_path
         if not path or not Path(path).expanduser().is_file():
             return False
         try:
-            defaults = defaults_from_checkpoint(load_checkpoint(path))
+            defaults = defaults_from_checkpoint(open_model(path))
         except UserInputError as err:
             if "carries no config" in str(err):
                 self.status.setText("this checkpoint carries no config: set the model fields below")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserInputError
-from . import _advise, _config, _evaluate, _export, _predict, _sizes, _train
+from . import _advise, _config, _evaluate, _export, _predict, _pretrain, _sizes, _train
 
 USER_ERROR = 2
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and use 3-D cell-structure segmentation models (unet_xy, unet_xy_zoom).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (_config, _sizes, _advise, _train, _predict, _evaluate, _export):
+    for module in (_config, _sizes, _advise, _train, _predict, _evaluate, _export, _pretrain):
         module.add_parser(sub)
     return parser
 

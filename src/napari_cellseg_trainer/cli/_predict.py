@@ -11,6 +11,7 @@ from tqdm import tqdm
 from .. import checkpoint as ckpt
 from .. import config
 from ..inference.run import defaults_from_checkpoint, run_prediction
+from ..model_source import open_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.config:
         cfg = config.load_predict_config(args.config, overrides)
     elif args.checkpoint and args.input:
-        loaded = ckpt.load_checkpoint(args.checkpoint)  # the one read
+        loaded = open_model(args.checkpoint)  # the one read
         defaults = defaults_from_checkpoint(loaded)
         data = short_form_config(args, defaults.config).to_dict()
         data = config.apply_overrides(data, overrides) if overrides else data

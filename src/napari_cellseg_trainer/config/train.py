@@ -15,6 +15,8 @@ from .network import MACHINE, OK, OURS, PIN, NetworkFields
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+STARTER_PREFIX = "starter:"  # finetune_from / model_path: a starter shipped with the plugin
+
 
 @dataclass
 class LossSection:
@@ -272,7 +274,9 @@ class TrainConfig(NetworkFields):
         VType("path", optional=True),
         PIN,
         "Start from the weights of this checkpoint (or a folder's newest) with a fresh optimiser "
-        "and epoch count: fine-tuning on new or corrected labels. Unlike resume, a new run." + OURS,
+        "and epoch count: fine-tuning on new or corrected labels. Unlike resume, a new run. "
+        "starter:nuclei (unet_xy_zoom) or starter:boundaries (unet_xy) starts from a starter "
+        "model shipped with the plugin; normalization must then be the starter's (20)." + OURS,
         group="training",
         path="file",
     )

@@ -26,12 +26,13 @@ import yaml
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from ..checkpoint import CheckpointError, load_model_weights
 from ..errors import UserInputError
 from ..model_package import PACKAGE_CONFIG as CONFIG_FILE
 from ..model_package import PACKAGE_KEY as KEY
 from ..model_package import PACKAGE_PREFIX as PREFIX
 from ..model_package import PACKAGE_WEIGHTS, load_package
+from ..model_source import open_model
 from ..models import build_model, geometry
 
 INSTALL_HINT = "pip install 'napari-cellseg-trainer[bioimageio]'"
@@ -239,7 +240,7 @@ def export_bioimageio(
         raise ExportError(f"{output} exists; give overwrite=True (--overwrite) to replace it")
     if not output.parent.is_dir():
         raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = open_model(checkpoint_path)
     checkpoint.network()  # refuses a config-less or broken config with its own message
     arch = _architecture(checkpoint.config, Path(checkpoint_path))
     if normalization is None:  # how the model's training raw was normalised

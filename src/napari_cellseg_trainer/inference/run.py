@@ -16,6 +16,7 @@ from ..config import PredictConfig, set_field
 from ..data.images import ImageReadError, read_microscopy, require_zarr
 from ..devices import release_freed_memory
 from ..distributed import rank_device, world_from_env
+from ..model_source import model_from_checkpoint, open_model
 from ..normalization import RECIPES, normalize
 from .outputs import (
     OutputError,
@@ -42,7 +43,7 @@ def config_from_network(network, model_path: str | Path = "") -> PredictConfig:
 
 def config_from_checkpoint(checkpoint: str | Path) -> PredictConfig:
     """A prediction config whose model settings come from a checkpoint that carries its config."""
-    return defaults_from_checkpoint(ckpt.load_checkpoint(checkpoint)).config
+    return defaults_from_checkpoint(open_model(checkpoint)).config
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _get(obj, key: str):
 
 def load_model(cfg: PredictConfig, device: torch.device) -> torch.nn.Module:
     """The model of ``cfg.model_path`` with the config's model settings (strict), eval mode."""
-    model, _ = ckpt.model_from_checkpoint(cfg.model_path, device, network=cfg)
+    model, _ = model_from_checkpoint(cfg.model_path, device, network=cfg)
     return model
 
 

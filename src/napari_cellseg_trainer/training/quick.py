@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..devices import available_ram, select_device
 from ..errors import UserInputError
+from ..model_source import open_model
 from ..models import geometry
 from ..models.memory import (
     BYTES_PER_ELEMENT,
@@ -209,7 +209,7 @@ def fine_tune_preset(checkpoint: Path, minutes: float = 3.0) -> TrainConfig:
     warm-up and a decay over ``minutes``, from half the original learning rate (at most 5e-5),
     so the model adapts to the corrections without forgetting what it learned.
     """
-    loaded = load_checkpoint(checkpoint)
+    loaded = open_model(checkpoint)
     cfg = loaded.train_config()
     if cfg is None:
         raise PresetError(f"{checkpoint.name} carries no training config to continue from")

@@ -25,8 +25,10 @@ from ..data.sampling import Sampling
 from ..devices import available_ram, describe_device
 from ..distributed import any_rank, current_world, rank_device, rank_rng, run_seed, weights_digest
 from ..files import remove_dead_temporaries
+from ..model_source import open_model
 from ..models import geometry
 from ..normalization import normalize
+from ..starters import check_fits, is_starter
 from .events import (
     BufferDrawn,
     CheckpointSaved,
@@ -74,8 +76,7 @@ class TrainingRun:
                 loaded, self.step.net, self.step.optimizer
             )
         elif cfg.finetune_from:
-            source = ckpt.resolve_resume(cfg.finetune_from)
-            ckpt.load_model_weights(self.step.net, ckpt.load_checkpoint(source, self.device))
+            ckpt.load_model_weights(self.step.net, finetune_source(cfg, self.device))
         self.step.prepare()
         self.out_dir = output_folder(cfg, resumed)
         if world.main:
@@ -307,6 +308,26 @@ def prepared_images(
         ]
     used = {im.normalized_by for im in images}
     return list(images), used.pop() if len(used) == 1 else None
+
+
+def finetune_source(cfg: TrainConfig, device: torch.device) -> ckpt.Checkpoint:
+    """The checkpoint ``finetune_from`` names (a file, a folder's newest, a starter), checked.
+
+    A starter must fit the config's network, and the raw must be normalised as the starter's
+    was: the normalisation travels with the starter into its fine-tunes.
+    """
+    reference = cfg.finetune_from
+    if is_starter(reference):
+        check_fits(reference, cfg)
+        loaded = open_model(reference, device)
+        recipe = loaded.extra.get("normalization")
+        if recipe is not None and cfg.normalization != recipe:
+            raise ckpt.CheckpointError(
+                f"finetune_from: {loaded.where} was trained on raw normalised with recipe "
+                f"{recipe}; set normalization: {recipe} (it is {cfg.normalization})"
+            )
+        return loaded
+    return open_model(ckpt.resolve_resume(reference), device)
 
 
 def check_buffer_memory(cfg: TrainConfig, n_patches: int) -> None:

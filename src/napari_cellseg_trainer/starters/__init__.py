@@ -1,0 +1,168 @@
+"""Starter models shipped with the package: a generalist start that a few minutes adapt.
+
+``starter:nuclei`` (``unet_xy_zoom``, zoom 3) and ``starter:boundaries`` (``unet_xy``) are
+pretrained on generated volumes (:mod:`..training.pretrain`). Each is a checkpoint in the
+established format (``model_state_dict``, ``epoch``, ``num_iterations``, ...) with the config
+it was trained with and, under ``extra``, its normalisation and how it was made. The weights
+are stored in half precision to keep the package small and read back as float32.
+
+Wherever a checkpoint file is accepted (``finetune_from``, ``predict --checkpoint``, the
+panels), ``starter:NAME`` names one of these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ..config import NetworkFields
+from ..config.train import STARTER_PREFIX
+
+FOLDER = Path(__file__).resolve().parent
+REINSTALL = "pip install --force-reinstall napari-cellseg-trainer"
+
+
+@dataclass(frozen=True)
+class Starter:
+    name: str
+    model: str
+    zoom_ratio: int
+    nchannel: int
+    nclass: tuple[int, int, int]
+    summary: str
+
+    @property
+    def file(self) -> Path:
+        return FOLDER / f"{self.name}.pt"
+
+    def describe(self) -> str:
+        zoom = f", zoom_ratio {self.zoom_ratio}" if self.model == "unet_xy_zoom" else ""
+        return f"{STARTER_PREFIX}{self.name} ({self.model}{zoom})"
+
+    def fits(self, network: NetworkFields) -> bool:
+        same_zoom = self.model != "unet_xy_zoom" or network.model.zoom_ratio == self.zoom_ratio
+        return (
+            network.model.name == self.model
+            and same_zoom
+            and network.nchannel == self.nchannel
+            and tuple(network.nclass) == self.nclass
+        )
+
+
+STARTERS: dict[str, Starter] = {
+    "nuclei": Starter("nuclei", "unet_xy_zoom", 3, 1, (2, 2, 2), "nuclei (large round structures)"),
+    "boundaries": Starter(
+        "boundaries", "unet_xy", 3, 1, (2, 2, 2), "cell boundaries, membranes, thin structures"
+    ),
+}
+
+
+def is_starter(reference: Any) -> bool:
+    """Whether ``reference`` (a path or text) names a starter, ``starter:NAME``."""
+    return isinstance(reference, str) and reference.startswith(STARTER_PREFIX)
+
+
+def starter(reference: str) -> Starter:
+    """The starter ``starter:NAME`` (or ``NAME``) names; CheckpointError lists them if none."""
+    name = reference.removeprefix(STARTER_PREFIX).strip()
+    if name not in STARTERS:
+        known = ", ".join(s.describe() for s in STARTERS.values())
+        raise CheckpointError(f"unknown starter {reference!r}; the starters are {known}")
+    return STARTERS[name]
+
+
+def fitting_starter(network: NetworkFields) -> Starter | None:
+    """The starter whose network is ``network``'s, if any."""
+    return next((s for s in STARTERS.values() if s.fits(network)), None)
+
+
+def check_fits(reference: str, network: NetworkFields) -> Starter:
+    """The starter, or CheckpointError naming the one that fits ``network`` (or saying none)."""
+    chosen = starter(reference)
+    if chosen.fits(network):
+        return chosen
+    other = fitting_starter(network)
+    zoom = (
+        f" (zoom_ratio {network.model.zoom_ratio})" if network.model.name == "unet_xy_zoom" else ""
+    )
+    have = (
+        f"{network.model.name}{zoom}, {network.nchannel} channel(s), nclass {list(network.nclass)}"
+    )
+    hint = f"use {other.describe()}" if other else "no starter fits it; train from scratch"
+    raise CheckpointError(f"{chosen.describe()} does not fit this config ({have}): {hint}")
+
+
+def load_starter(reference: str, map_location: Any = "cpu") -> Checkpoint:
+    """A starter as a Checkpoint with float32 weights; a missing or damaged file says reinstall."""
+    chosen = starter(reference)
+    if not chosen.file.is_file():
+        raise CheckpointError(
+            f"{chosen.describe()}: its weights file {chosen.file} is missing; reinstall the "
+            f"package ({REINSTALL})"
+        )
+    try:
+        loaded = load_checkpoint(chosen.file, map_location)
+        network = loaded.network()
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{chosen.describe()}: its weights file is damaged ({str(err)[:160]}); reinstall the "
+            f"package ({REINSTALL})"
+        ) from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.model_state.items()}
+    if not chosen.fits(network) or any(
+        v.is_floating_point() and not torch.isfinite(v).all() for v in state.values()
+    ):
+        raise CheckpointError(
+            f"{chosen.describe()}: its weights file is damaged (it does not hold the "
+            f"{chosen.model} it should); reinstall the package ({REINSTALL})"
+        )
+    return replace(loaded, model_state=state, optimizer_state=None, name=chosen.describe())
+
+
+def card(reference: str) -> dict:
+    """How the starter was made (the ``extra.starter`` section of its file)."""
+    info = load_starter(reference).extra.get("starter")
+    return info if isinstance(info, dict) else {}
+
+
+def export_starter(
+    checkpoint: Checkpoint, name: str, dest: str | Path | None = None, card: Mapping | None = None
+) -> Path:
+    """Write ``checkpoint``'s weights (half precision) and config as starter ``name``'s file.
+
+    The optimiser state is dropped; ``card`` (how it was made, its figures) goes under
+    ``extra.starter``. ``dest`` defaults to the package's own file.
+    """
+    chosen = starter(name)
+    network = checkpoint.network()
+    if not chosen.fits(network):
+        raise CheckpointError(
+            f"{checkpoint.where}: a {network.model.name} cannot be {chosen.describe()}"
+        )
+    state = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint.model_state.items()}
+    small = [k for k, v in checkpoint.model_state.items() if v.is_floating_point()]
+    overflow = [k for k in small if not torch.isfinite(state[k]).all()]
+    if overflow:
+        raise CheckpointError(f"{checkpoint.where}: {overflow[0]} does not fit half precision")
+    extra = dict(checkpoint.extra)
+    extra["starter"] = {"name": chosen.name, **dict(card or {})}
+    return save_checkpoint(
+        dest or chosen.file,
+        model_state=state,
+        optimizer_state=None,
+        epoch=checkpoint.epoch or 0,
+        num_iterations=checkpoint.num_iterations or 0,
+        device="cpu",
+        config=checkpoint.config,
+        extra=extra,
+    )
+
+
+def size_mb(path: Path) -> float:
+    return math.ceil(path.stat().st_size / 1e5) / 10

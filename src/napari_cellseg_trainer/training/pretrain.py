@@ -1,0 +1,253 @@
+"""Pretraining a starter on generated volumes: time-budgeted, resumable, checkpointing as training.
+
+Every buffer is cut from volumes the generator (:mod:`..data.synthetic`) draws afresh, so the
+network never sees the same image twice. Each volume is first changed as a next acquisition
+might change it (:func:`..data.sampling.acquisition_change`), then
+normalised with the recipe the starter records, then cut into patches as training cuts them
+(rotation, flip, foreground-centred share, intensity augmentation). The checkpoints are ordinary
+checkpoints (``checkpoint_epoch_<N>.pytorch`` with the config embedded), so a stopped run
+resumes where it stopped and any checkpoint can be exported as a starter.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint as ckpt
+from ..config import TrainConfig
+from ..data.buffer import PatchSet, draw_buffer, iter_batches
+from ..data.folder import TrainingImage
+from ..data.sampling import Sampling, acquisition_change
+from ..data.synthetic import synthetic_volume
+from ..errors import UserInputError
+from ..models import geometry
+from ..normalization import normalize
+from .step import TrainingStep
+
+NORMALIZATION = 21  # percentiles 5 and 95, not clipped at 1: robust to a bright tail
+
+
+class PretrainError(UserInputError, ValueError):
+    """A pretraining request that cannot run (unknown starter, unusable folder)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a starter is pretrained on and with."""
+
+    model: str
+    zoom_ratio: int
+    scenes: dict[str, float]  # scene -> share of the volumes
+    size_in: tuple[int, int, int]
+    volume_shape: tuple[int, int, int]
+    learning_rate: float = 1e-3
+    warmup_steps: int = 20
+    volumes_per_buffer: int = 6
+    patches_per_volume: int = 2
+    foreground_share: float = 0.5
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "nuclei": Recipe(
+        model="unet_xy_zoom",
+        zoom_ratio=3,
+        scenes={"nuclei": 1.0},
+        size_in=(48, 348, 348),
+        volume_shape=(64, 160, 160),
+        description="nuclei of 10-45 voxels across, touching and separate, any brightness",
+    ),
+    "boundaries": Recipe(
+        model="unet_xy",
+        zoom_ratio=3,
+        scenes={"tissue": 0.6, "thin": 0.4},
+        size_in=(48, 132, 132),
+        volume_shape=(56, 128, 128),
+        description="cell boundaries of packed tissue, filaments, shells and sheets",
+    ),
+}
+
+
+def recipe_for(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise PretrainError(f"unknown starter {name!r}; the starters are {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def pretrain_config(name: str, out_dir: str | Path, precision: str = "auto") -> TrainConfig:
+    """The training config a starter is pretrained with (and embedded in its checkpoints)."""
+    recipe = recipe_for(name)
+    cfg = TrainConfig()
+    cfg.model.name, cfg.model.zoom_ratio = recipe.model, recipe.zoom_ratio
+    cfg.size_in = list(recipe.size_in)
+    cfg.size_out = list(geometry.size_out(recipe.model, recipe.size_in, recipe.zoom_ratio))
+    cfg.loader.batch_size = 1
+    cfg.loader.datafolder = f"generated:{','.join(recipe.scenes)}"
+    cfg.checkpoint_dir = str(out_dir)
+    cfg.learning_rate = recipe.learning_rate
+    cfg.normalization = NORMALIZATION
+    cfg.foreground_share = recipe.foreground_share
+    cfg.intensity_augmentation = True
+    cfg.precision = precision
+    cfg.device = "cpu"
+    return cfg
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def generated_images(recipe: Recipe, rng: np.random.Generator, count: int) -> list[TrainingImage]:
+    """``count`` new volumes of the recipe's scenes, perturbed and normalised."""
+    scenes = list(recipe.scenes)
+    shares = np.array([recipe.scenes[s] for s in scenes], dtype=float)
+    images = []
+    for k in range(count):
+        scene = scenes[int(rng.choice(len(scenes), p=shares / shares.sum()))]
+        volume = synthetic_volume(scene, recipe.volume_shape, int(rng.integers(2**63)))
+        raw = normalize(acquisition_change(volume.raw, rng, volume.label)[None], NORMALIZATION)
+        images.append(
+            TrainingImage(
+                name=f"generated_{scene}_{k}",
+                raw=raw,
+                label=volume.label,
+                costmap=np.ones(volume.label.shape, np.float32),
+                source=f"generated {scene}",
+                normalized_by=NORMALIZATION,
+            )
+        )
+    return images
+
+
+class GeneratedBuffers:
+    """Patch buffers from new volumes, the next one built in a background thread."""
+
+    def __init__(self, recipe: Recipe, cfg: TrainConfig, seed: int) -> None:
+        self.recipe, self.cfg = recipe, cfg
+        self.rng = np.random.default_rng(seed)
+        self.sampling = Sampling(recipe.foreground_share, True)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="generate")
+        self.pending: Future[PatchSet] | None = None
+
+    def _build(self, seed: int) -> PatchSet:
+        rng = np.random.default_rng(seed)
+        images = generated_images(self.recipe, rng, self.recipe.volumes_per_buffer)
+        n = self.recipe.volumes_per_buffer * self.recipe.patches_per_volume
+        return draw_buffer(
+            images, n, self.cfg.size_in, self.cfg.size_out, rng, sampling=self.sampling
+        )
+
+    def next(self) -> PatchSet:
+        if self.pending is None:
+            self.pending = self.pool.submit(self._build, int(self.rng.integers(2**63)))
+        patches = self.pending.result()
+        self.pending = self.pool.submit(self._build, int(self.rng.integers(2**63)))
+        return patches
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class PretrainProgress:
+    """After each step: where the run is (``seconds`` counts this and earlier sessions)."""
+
+    step: int
+    loss: float
+    seconds: float
+    saved: Path | None = None
+
+
+def pretrain(
+    name: str,
+    out_dir: str | Path,
+    minutes: float,
+    *,
+    seed: int = 0,
+    precision: str = "auto",
+    save_minutes: float = 10.0,
+    stop: threading.Event | None = None,
+) -> Iterator[PretrainProgress]:
+    """Pretrain starter ``name`` for ``minutes`` more, resuming from the newest checkpoint there.
+
+    Yields after every step; saves a checkpoint every ``save_minutes`` and at the end.
+    """
+    recipe = recipe_for(name)
+    out_dir = Path(out_dir).expanduser()
+    cfg = pretrain_config(name, out_dir, precision)
+    device = torch.device("cpu")
+    step = TrainingStep(cfg, device)
+    done, seconds_before, volumes = 0, 0.0, 0
+    latest = ckpt.latest_checkpoint(out_dir)
+    if latest is not None:
+        loaded = ckpt.load_checkpoint(latest)
+        ckpt.restore_training_state(loaded, step.net, step.optimizer)
+        done = int(loaded.num_iterations or 0)
+        info = loaded.extra.get("pretrain", {}) if isinstance(loaded.extra, dict) else {}
+        seconds_before = float(info.get("seconds", 0.0))
+        volumes = int(info.get("volumes", 0))
+    step.prepare()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffers = GeneratedBuffers(recipe, cfg, seed + done)  # a resumed run draws new volumes
+    started = time.monotonic()
+    last_save = started
+    deadline = started + minutes * 60
+    session_steps = 0
+
+    def save() -> Path:
+        info = {
+            "starter": name,
+            "steps": done,
+            "seconds": seconds_before + time.monotonic() - started,
+            "volumes": volumes,
+            "recipe": {k: v for k, v in asdict(recipe).items() if k != "extra"},
+            "precision": step.options.name,
+            "threads": torch.get_num_threads(),
+        }
+        return ckpt.save_checkpoint(
+            ckpt.checkpoint_path(out_dir, done),
+            model_state=step.net.state_dict(),
+            optimizer_state=step.optimizer.state_dict(),
+            epoch=done,
+            num_iterations=done,
+            device=str(device),
+            config=cfg.to_dict(),
+            extra={"pretrain": info},
+        )
+
+    try:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+            patches = buffers.next()
+            volumes += recipe.volumes_per_buffer
+            for raw, label, costmap in iter_batches(patches, 1, buffers.rng):
+                lr = recipe.learning_rate * min(1.0, (done + 1) / recipe.warmup_steps)
+                for group in step.optimizer.param_groups:
+                    group["lr"] = lr
+                result = step(raw, label, costmap, iteration=done + 1)
+                done += 1
+                session_steps += 1
+                saved = None
+                if time.monotonic() - last_save >= save_minutes * 60:
+                    saved, last_save = save(), time.monotonic()
+                elapsed = seconds_before + time.monotonic() - started
+                yield PretrainProgress(done, result.loss, elapsed, saved)
+                if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                    break
+        if session_steps:
+            yield PretrainProgress(
+                done, math.nan, seconds_before + time.monotonic() - started, save()
+            )
+    finally:
+        buffers.close()
