@@ -67,6 +67,7 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
         "lr_schedule",
         "foreground_share",
         "intensity_augmentation",
+        "acquisition_augmentation",
         "normalization",
         "holdout",
         "early_stop",
@@ -209,7 +210,7 @@ def test_overrides_set_nested_values_and_recompute_size_out(tmp_path):
 
 def test_every_field_has_kind_help_and_a_valid_default():
     specs = config.fields(TrainConfig)
-    assert len(specs) == len({s.key for s in specs}) == 43
+    assert len(specs) == len({s.key for s in specs}) == 44
     for spec in specs:
         assert isinstance(spec.kind, Kind)
         assert len(spec.help) > 20, spec.key

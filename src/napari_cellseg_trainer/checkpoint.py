@@ -23,6 +23,7 @@ import torch
 
 from . import config as config_mod
 from .config.fields import from_dict
+from .data.intensity import IntensityBand
 from .errors import UserInputError
 from .files import FileWriteError, write_atomically
 from .models import build_model
@@ -320,7 +321,9 @@ def model_for(
     """The network of ``network``'s settings with a read checkpoint's weights, in eval mode.
 
     Weights that hold NaN or infinite values (a diverged training) are refused here, before
-    they turn a whole prediction into NaN.
+    they turn a whole prediction into NaN. The intensities the model was trained on travel with
+    it as ``model.intensity_band`` (an :class:`..data.intensity.IntensityBand`, or None for
+    checkpoints that did not record them), so a prediction can warn about a shifted volume.
     """
     model = build_network(network)
     load_model_weights(model, loaded)
@@ -334,6 +337,7 @@ def model_for(
             f"{loaded.where}: {len(broken)} weight tensor(s) hold NaN or infinite values (e.g. "
             f"{broken[0]}): the training that wrote it diverged; use an earlier checkpoint"
         )
+    model.intensity_band = IntensityBand.from_extra(loaded.extra)
     return model.to(device).eval()
 
 

@@ -22,6 +22,7 @@ from .checkpoint import Checkpoint, CheckpointError, state_dict_of
 PACKAGE_PREFIX = "net."  # the network's keys inside the exported wrapper
 
 PACKAGE_KEY = "napari-cellseg-trainer"  # the bioimage.io config section of our packages
+PACKAGE_EXTRA = ("normalization", "voxel_size", "threshold", "intensity")  # checkpoint extras kept
 PACKAGE_WEIGHTS = "weights_state_dict.pt"
 PACKAGE_CONFIG = "training_config.yaml"
 _PACKAGE_LIMIT = 4 * 2**30  # the weights of the largest model are a few hundred MB
@@ -51,7 +52,7 @@ def load_package(path: Path, map_location: Any = None) -> Checkpoint:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: its weights are not a state dict")
     state = {k.removeprefix(prefix) if isinstance(k, str) else k: v for k, v in state.items()}
-    extra = {k: ours.get(k) for k in ("normalization", "voxel_size", "threshold") if k in ours}
+    extra = {k: ours.get(k) for k in PACKAGE_EXTRA if k in ours}
     config_mod.check_plain(config, str(path))
     return Checkpoint(model_state=state_dict_of(state, path), config=config, extra=extra, path=path)
 

@@ -27,6 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--minutes", type=float, default=10.0, help="the quick preset's time budget")
     t.add_argument("--data", help="the training folder (the quick preset fits its patch to it)")
     t.add_argument("--device", default="auto", help="the quick preset's device")
+    t.add_argument(
+        "--start",
+        default="starter",
+        metavar="starter|scratch|CK",
+        help="where the quick preset's training starts: the starter model that fits --model "
+        "(default), random weights, or a checkpoint to fine-tune",
+    )
     t.set_defaults(run=run_template)
     c = csub.add_parser("check", help="check a training config; list every problem")
     c.add_argument("file")
@@ -36,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_template(args: argparse.Namespace) -> int:
+    if args.start not in ("starter", "scratch"):
+        from ..model_source import open_model
+
+        open_model(args.start)  # a missing or damaged checkpoint: one line, nothing printed
     if args.preset == "quick":
         from ..data.folder import image_shapes
         from ..training.quick import quick_preset
@@ -50,6 +61,7 @@ def run_template(args: argparse.Namespace) -> int:
             minutes=args.minutes,
             device=args.device,
             image_shape=smallest,
+            start=args.start,
         )
         print(line, file=sys.stderr)
     elif args.preset == "sample":

@@ -31,6 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     r.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     r.add_argument("--save-minutes", type=float, default=10.0, help="a checkpoint this often")
+    r.add_argument(
+        "--learning-rate", type=float, help="instead of the recipe's 1e-3 (e.g. for a last session)"
+    )
+    r.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="RAW:LABELS",
+        help="a real volume and its labels (image files) to mix in (a fifth of the volumes); "
+        "only volumes whose licence allows it. Named in the starter's card",
+    )
     r.set_defaults(run=run_pretrain)
     e = actions.add_parser(
         "export",
@@ -49,9 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_pretrain(args: argparse.Namespace) -> int:
     import torch
 
-    from ..training.pretrain import pretrain, recipe_for
+    from ..training.pretrain import RealVolume, pretrain, recipe_for
 
     recipe_for(args.starter)  # an unknown name is one line, before anything is written
+    real = [RealVolume.read(spec) for spec in args.real]
     if args.minutes <= 0:
         print("error: --minutes must be > 0", file=sys.stderr)
         return 2
@@ -65,6 +77,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         precision=args.precision,
         save_minutes=args.save_minutes,
+        learning_rate=args.learning_rate,
+        real=real,
     ):
         if progress.saved is not None:
             print(f"step {progress.step}: saved {progress.saved}", flush=True)
@@ -87,8 +101,12 @@ def run_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise CheckpointError(f"{output} exists; give --overwrite to replace it")
+    from ..training.pretrain import starter_extra
+
     loaded = load_checkpoint(args.checkpoint)
     info = loaded.extra.get("pretrain", {})
+    if "intensity" not in loaded.extra:  # written before the band was recorded
+        loaded.extra.update(starter_extra(args.starter))
     path = export_starter(loaded, args.starter, output, card=info if isinstance(info, dict) else {})
     print(f"{path} ({size_mb(path)} MB)")
     return 0

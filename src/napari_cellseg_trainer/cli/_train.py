@@ -106,10 +106,11 @@ class _StopOnSignal:
 
 
 def run_checks(cfg: config.TrainConfig) -> list[config.Problem]:
-    """What must hold before a run starts: its folders, files and free space."""
+    """What must hold before a run starts: its folders, files, free space and starter."""
+    from ..starters import config_problems
     from ..training.folders import run_folder_problems
 
-    return config.check_paths(cfg) + run_folder_problems(cfg)
+    return config.check_paths(cfg) + run_folder_problems(cfg) + config_problems(cfg)
 
 
 def run_train(args: argparse.Namespace) -> int:

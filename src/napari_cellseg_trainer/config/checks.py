@@ -50,6 +50,13 @@ def validate(cfg: TrainConfig) -> list[Problem]:
         problems += _leaveout_problems(cfg.validation.leaveout)
     if cfg.early_stop is not None and not cfg.holdout:
         problems.append(Problem("early_stop", "needs holdout > 0: it watches the held-out IoU"))
+    if cfg.acquisition_augmentation and cfg.normalization is None:
+        problems.append(
+            Problem(
+                "acquisition_augmentation",
+                "needs normalization (e.g. 21): each changed image is normalised again",
+            )
+        )
     if cfg.keep_best and not cfg.holdout:
         problems.append(Problem("keep_best", "needs holdout > 0: it keeps the best held-out IoU"))
     if cfg.resume and cfg.finetune_from:

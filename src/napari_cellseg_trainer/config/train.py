@@ -224,12 +224,23 @@ class TrainConfig(NetworkFields):
         "the model learns shapes rather than one image's exposure." + OURS,
         group="learning",
     )
+    acquisition_augmentation: bool = param(
+        False,
+        VType("bool"),
+        OK,
+        "Once per buffer, change each training image as a next acquisition might record it "
+        "(gain x0.5-2, offset, gamma, the structure's contrast, some saturated specks, a bright "
+        "stripe or blob; the labels unchanged), then normalise it again: the model then holds on "
+        "a brighter or dimmer next volume. Needs normalization." + OURS,
+        group="learning",
+    )
     normalization: int | None = param(
         None,
         VType("int", minimum=0, optional=True),
         PIN,
         "How the training raw is normalised, as a recipe id of the prediction config's "
-        "Normalization (e.g. 0: min-max, 20: percentiles 1-99.8). null: folder images as given "
+        "Normalization (e.g. 0: min-max, 20: percentiles 1-99.8, 21: percentiles 5-95, robust to a "
+        "bright tail). null: folder images as given "
         "(they should already be about [0, 1]), layers min-max (0). Recorded in the checkpoint: "
         "prediction applies the same by default." + OURS,
         group="learning",

@@ -16,14 +16,16 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..models.geometry import margin_of
+from ..normalization import normalize
 from .folder import DataError, TrainingImage
+from .intensity import acquisition_change
 from .sampling import ESTABLISHED, Sampling, patch_corners, vary_intensity
 
 # Slices rotated per grid_sample call: bounds the temporary memory (one chunk of a
@@ -240,6 +242,8 @@ def _cut_patches(
     if cancel is not None and cancel.is_set():
         raise CancelledError
     rng = np.random.default_rng(seed)
+    if sampling.acquisition is not None:  # its own stream: the same patches with it or not
+        image = next_acquisition(image, sampling.acquisition, np.random.default_rng([seed, 1]))
     raw, label, costmap = augment_image(image, margin, rng)
     size_in = out.raw.shape[2:]
     corners = patch_corners(label, costmap, size_out, count, sampling.foreground_share, rng)
@@ -251,6 +255,12 @@ def _cut_patches(
         if sampling.intensity:
             vary_intensity(out.raw[start + k], rng)
     # The augmented volumes go out of scope here: only the patches stay in memory.
+
+
+def next_acquisition(image: TrainingImage, recipe: int, rng: np.random.Generator) -> TrainingImage:
+    """``image`` as a next acquisition might record it, normalised again by ``recipe``."""
+    changed = np.stack([acquisition_change(ch, rng, image.label) for ch in image.raw])
+    return replace(image, raw=normalize(changed, recipe), normalized_by=recipe)
 
 
 def iter_batches(

@@ -29,11 +29,12 @@ from .. import __version__
 from ..checkpoint import CheckpointError, load_model_weights
 from ..errors import UserInputError
 from ..model_package import PACKAGE_CONFIG as CONFIG_FILE
+from ..model_package import PACKAGE_EXTRA, PACKAGE_WEIGHTS, load_package
 from ..model_package import PACKAGE_KEY as KEY
 from ..model_package import PACKAGE_PREFIX as PREFIX
-from ..model_package import PACKAGE_WEIGHTS, load_package
 from ..model_source import open_model
 from ..models import build_model, geometry
+from ..normalization import ROBUST_BOUNDS, ROBUST_PERCENTILES
 
 INSTALL_HINT = "pip install 'napari-cellseg-trainer[bioimageio]'"
 _EPS = 1e-6  # bioimageio.core's scale_range divides by (max - min + 1e-6)
@@ -131,6 +132,16 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
             _percentiles,
             "percentiles 1-99.8, clipped",
         )
+    if normalization == 21:  # percentiles 5 and 95 to 0 and 1, bounded: scale_range then clip
+        axes = [v0_5.AxisId(a) for a in "zyx"]
+        low, high = ROBUST_PERCENTILES
+        kwargs = v0_5.ScaleRangeKwargs(axes=axes, min_percentile=low, max_percentile=high)
+        clip = v0_5.ClipDescr(kwargs=v0_5.ClipKwargs(min=ROBUST_BOUNDS[0], max=ROBUST_BOUNDS[1]))
+        return (
+            [v0_5.ScaleRangeDescr(kwargs=kwargs), clip],
+            _robust,
+            f"percentiles {low:g}-{high:g} to 0-1, bounded to {list(ROBUST_BOUNDS)}",
+        )
     if normalization == "none":
         return [], lambda x: x, "none (give images normalised as the training raw was)"
     if isinstance(normalization, Mapping) and set(normalization) <= {"gain", "offset"}:
@@ -149,6 +160,12 @@ def _percentiles(x: np.ndarray) -> np.ndarray:
     lo = np.percentile(x, 1.0, axis=(2, 3, 4), keepdims=True)
     hi = np.percentile(x, 99.8, axis=(2, 3, 4), keepdims=True)
     return np.clip((x - lo) / (hi - lo + _EPS), 0, 1).astype(np.float32)
+
+
+def _robust(x: np.ndarray) -> np.ndarray:
+    lo = np.percentile(x, ROBUST_PERCENTILES[0], axis=(2, 3, 4), keepdims=True)
+    hi = np.percentile(x, ROBUST_PERCENTILES[1], axis=(2, 3, 4), keepdims=True)
+    return np.clip((x - lo) / (hi - lo + _EPS), *ROBUST_BOUNDS).astype(np.float32)
 
 
 def _min_max(x: np.ndarray) -> np.ndarray:
@@ -266,7 +283,7 @@ def export_bioimageio(
         _cover(files["cover"], raw, prob)
         files["readme"].write_text(_readme(name, arch, sizes, norm_text), encoding="utf-8")
         files["config"].write_text(yaml.safe_dump(checkpoint.config, sort_keys=False), "utf-8")
-        extra = {k: checkpoint.extra.get(k) for k in ("normalization", "voxel_size", "threshold")}
+        extra = {k: checkpoint.extra.get(k) for k in PACKAGE_EXTRA}
         _write_package(
             _describe(v0_5, files, name, authors, description, license, arch, sizes, pre, extra),
             output,

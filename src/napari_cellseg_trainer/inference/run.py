@@ -142,11 +142,13 @@ class Callbacks:
     progress : (tiles done, tiles in all), fractions included, as work finishes.
     should_cancel : checked between batches; True raises PredictionCancelled.
     note : one line about a choice made on the way (the tile chosen, a retry).
+    warn : one line about a doubt on the result (a volume unlike the training data).
     """
 
     progress: Progress | None = None
     should_cancel: Callable[[], bool] | None = None
     note: Callable[[str], None] | None = None
+    warn: Callable[[str], None] | None = None
 
 
 def segment(
@@ -174,6 +176,7 @@ def segment(
             "normalisation and the network; replace them first"
         )
     image = normalize(image, cfg.Normalization)
+    warn_if_shifted(model, image, cfg, callbacks)
     ratio = tuple(cfg.ResizeRatio)
     resized = any(r != 1 for r in ratio)
     if planes is not None and ratio[0] != 1:
@@ -192,6 +195,18 @@ def segment(
         prob = np.stack([resize(p, ratio, order=1, target_shape=shape) for p in prob])
     minmax = cfg.tiling == "established"  # the established tool rescales each output to [0, 1]
     return np.stack([postprocess(p, threshold=cfg.Threshold, minmax=minmax) for p in prob])
+
+
+def warn_if_shifted(
+    model: torch.nn.Module, normalized: np.ndarray, cfg: PredictConfig, callbacks: Callbacks
+) -> str | None:
+    """Say (``callbacks.warn``) when the normalised volume lies outside the intensities the
+    model was trained on (its checkpoint's band); the line, or None."""
+    band = getattr(model, "intensity_band", None)
+    line = band.shift(normalized, cfg.Normalization) if band is not None else None
+    if line and callbacks.warn is not None:
+        callbacks.warn(line)
+    return line
 
 
 def choose_tile_for(
@@ -346,6 +361,9 @@ def run_prediction(
             callbacks = Callbacks(
                 progress=functools.partial(progress, label) if progress else None,
                 note=functools.partial(notes, label) if notes else None,
+                warn=(lambda line, label=label: notes(label, f"warning: {line}"))
+                if notes
+                else None,
             )
             result = segment(
                 model, select_channels(volume, cfg.InputCh, source), cfg, device, callbacks

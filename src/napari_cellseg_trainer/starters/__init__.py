@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from ..config import NetworkFields
+from ..config import NetworkFields, Problem, TrainConfig
 from ..config.train import STARTER_PREFIX
 
 FOLDER = Path(__file__).resolve().parent
@@ -41,9 +41,18 @@ class Starter:
     def file(self) -> Path:
         return FOLDER / f"{self.name}.pt"
 
+    @property
+    def reference(self) -> str:
+        """How a config or the command line names it: ``starter:NAME``."""
+        return f"{STARTER_PREFIX}{self.name}"
+
+    @property
+    def installed(self) -> bool:
+        return self.file.is_file()
+
     def describe(self) -> str:
         zoom = f", zoom_ratio {self.zoom_ratio}" if self.model == "unet_xy_zoom" else ""
-        return f"{STARTER_PREFIX}{self.name} ({self.model}{zoom})"
+        return f"{self.reference} ({self.model}{zoom})"
 
     def fits(self, network: NetworkFields) -> bool:
         same_zoom = self.model != "unet_xy_zoom" or network.model.zoom_ratio == self.zoom_ratio
@@ -96,6 +105,28 @@ def check_fits(reference: str, network: NetworkFields) -> Starter:
     )
     hint = f"use {other.describe()}" if other else "no starter fits it; train from scratch"
     raise CheckpointError(f"{chosen.describe()} does not fit this config ({have}): {hint}")
+
+
+def config_problems(cfg: TrainConfig) -> list[Problem]:
+    """What is wrong with a config's ``finetune_from: starter:NAME``: an unknown name, a starter
+    that does not fit the network, missing or damaged weights, another normalisation."""
+    reference = cfg.finetune_from
+    if not is_starter(reference):
+        return []
+    try:
+        check_fits(reference, cfg)
+        recipe = load_starter(reference).extra.get("normalization")
+    except CheckpointError as err:
+        return [Problem("finetune_from", str(err))]
+    if recipe is not None and cfg.normalization != recipe:
+        return [
+            Problem(
+                "normalization",
+                f"{reference} was trained on raw normalised with recipe {recipe}; set "
+                f"normalization: {recipe} (it is {cfg.normalization})",
+            )
+        ]
+    return []
 
 
 def load_starter(reference: str, map_location: Any = "cpu") -> Checkpoint:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data.buffer import PatchSet, draw_buffer, iter_batches
 from ..data.folder import TrainingImage
-from ..data.sampling import Sampling, acquisition_change
+from ..data.intensity import IntensityBand, acquisition_change
+from ..data.sampling import Sampling
 from ..data.synthetic import synthetic_volume
 from ..errors import UserInputError
 from ..models import geometry
@@ -55,7 +56,37 @@ class Recipe:
     patches_per_volume: int = 2
     foreground_share: float = 0.5
     description: str = ""
+    real_share: float = 0.2  # of the volumes, when real volumes are given
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RealVolume:
+    """A real volume with labels that pretraining may use (named, with its source, in the card)."""
+
+    raw: np.ndarray  # (Z, Y, X), as recorded
+    label: np.ndarray  # (Z, Y, X) 0/1 target
+    name: str
+
+    @classmethod
+    def read(cls, spec: str) -> RealVolume:
+        """``RAW.tif:LABELS.tif`` (labels > 0 are the target)."""
+        import tifffile
+
+        raw_path, _, label_path = spec.partition(":")
+        if not label_path:
+            raise PretrainError(f"--real {spec!r}: give RAW:LABELS, two image files")
+        try:
+            raw, labels = tifffile.imread(raw_path), tifffile.imread(label_path)
+        except (OSError, ValueError) as err:
+            raise PretrainError(f"--real {spec!r}: {err}") from None
+        if raw.ndim != 3 or raw.shape != labels.shape:
+            raise PretrainError(
+                f"--real {spec!r}: raw {raw.shape} and labels {labels.shape} must be the same 3-D shape"
+            )
+        if "1136" in Path(raw_path).name:  # the one honest test volume of this project
+            raise PretrainError("nuclei_1136 is the test volume: never pretrain on it")
+        return cls(raw, (labels > 0).astype(np.uint8), Path(raw_path).name)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -98,22 +129,41 @@ def pretrain_config(name: str, out_dir: str | Path, precision: str = "auto") -> 
     cfg.normalization = NORMALIZATION
     cfg.foreground_share = recipe.foreground_share
     cfg.intensity_augmentation = True
+    cfg.acquisition_augmentation = True  # done as each volume is generated
     cfg.precision = precision
     cfg.device = "cpu"
     return cfg
 
 
+def starter_extra(name: str, volumes: int = 24, seed: int = 12345) -> dict:
+    """What a starter's checkpoint records beside its weights, as training records it: the
+    normalisation and the band of intensities its generated training volumes spanned."""
+    images = generated_images(recipe_for(name), np.random.default_rng(seed), volumes)
+    band = IntensityBand.of((im.raw for im in images), NORMALIZATION, augmented=True)
+    return {"normalization": NORMALIZATION, "intensity": band.to_extra()}
+
+
 # --------------------------------------------------------------------------- the data
 
 
-def generated_images(recipe: Recipe, rng: np.random.Generator, count: int) -> list[TrainingImage]:
-    """``count`` new volumes of the recipe's scenes, perturbed and normalised."""
+def generated_images(
+    recipe: Recipe,
+    rng: np.random.Generator,
+    count: int,
+    real: Sequence[RealVolume] = (),
+) -> list[TrainingImage]:
+    """``count`` new volumes of the recipe's scenes (a share of them real volumes, when given),
+    each changed as a next acquisition might record it, and normalised."""
     scenes = list(recipe.scenes)
     shares = np.array([recipe.scenes[s] for s in scenes], dtype=float)
     images = []
     for k in range(count):
-        scene = scenes[int(rng.choice(len(scenes), p=shares / shares.sum()))]
-        volume = synthetic_volume(scene, recipe.volume_shape, int(rng.integers(2**63)))
+        if real and rng.random() < recipe.real_share:
+            volume = real[int(rng.integers(len(real)))]
+            scene = volume.name
+        else:
+            scene = scenes[int(rng.choice(len(scenes), p=shares / shares.sum()))]
+            volume = synthetic_volume(scene, recipe.volume_shape, int(rng.integers(2**63)))
         raw = normalize(acquisition_change(volume.raw, rng, volume.label)[None], NORMALIZATION)
         images.append(
             TrainingImage(
@@ -131,8 +181,10 @@ def generated_images(recipe: Recipe, rng: np.random.Generator, count: int) -> li
 class GeneratedBuffers:
     """Patch buffers from new volumes, the next one built in a background thread."""
 
-    def __init__(self, recipe: Recipe, cfg: TrainConfig, seed: int) -> None:
-        self.recipe, self.cfg = recipe, cfg
+    def __init__(
+        self, recipe: Recipe, cfg: TrainConfig, seed: int, real: Sequence[RealVolume] = ()
+    ) -> None:
+        self.recipe, self.cfg, self.real = recipe, cfg, tuple(real)
         self.rng = np.random.default_rng(seed)
         self.sampling = Sampling(recipe.foreground_share, True)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="generate")
@@ -140,7 +192,7 @@ class GeneratedBuffers:
 
     def _build(self, seed: int) -> PatchSet:
         rng = np.random.default_rng(seed)
-        images = generated_images(self.recipe, rng, self.recipe.volumes_per_buffer)
+        images = generated_images(self.recipe, rng, self.recipe.volumes_per_buffer, self.real)
         n = self.recipe.volumes_per_buffer * self.recipe.patches_per_volume
         return draw_buffer(
             images, n, self.cfg.size_in, self.cfg.size_out, rng, sampling=self.sampling
@@ -179,17 +231,26 @@ def pretrain(
     precision: str = "auto",
     save_minutes: float = 10.0,
     stop: threading.Event | None = None,
+    learning_rate: float | None = None,
+    real: Sequence[RealVolume] = (),
 ) -> Iterator[PretrainProgress]:
     """Pretrain starter ``name`` for ``minutes`` more, resuming from the newest checkpoint there.
 
     Yields after every step; saves a checkpoint every ``save_minutes`` and at the end.
+    ``learning_rate`` replaces the recipe's (e.g. a lower one for a last session). ``real``
+    volumes make up ``recipe.real_share`` of the volumes; the card names each.
     """
     recipe = recipe_for(name)
+    if learning_rate is not None:
+        recipe = replace(recipe, learning_rate=learning_rate, warmup_steps=1)
     out_dir = Path(out_dir).expanduser()
     cfg = pretrain_config(name, out_dir, precision)
+    cfg.learning_rate = recipe.learning_rate
     device = torch.device("cpu")
     step = TrainingStep(cfg, device)
     done, seconds_before, volumes = 0, 0.0, 0
+    used_real: set[str] = set()
+    sessions: list[dict] = []
     latest = ckpt.latest_checkpoint(out_dir)
     if latest is not None:
         loaded = ckpt.load_checkpoint(latest)
@@ -198,9 +259,13 @@ def pretrain(
         info = loaded.extra.get("pretrain", {}) if isinstance(loaded.extra, dict) else {}
         seconds_before = float(info.get("seconds", 0.0))
         volumes = int(info.get("volumes", 0))
+        used_real = set(info.get("real", []))
+        sessions = list(info.get("sessions", []))
     step.prepare()
+    recorded = starter_extra(name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    buffers = GeneratedBuffers(recipe, cfg, seed + done)  # a resumed run draws new volumes
+    buffers = GeneratedBuffers(recipe, cfg, seed + done, real)  # a resumed run: new volumes
+    first = done
     started = time.monotonic()
     last_save = started
     deadline = started + minutes * 60
@@ -212,6 +277,11 @@ def pretrain(
             "steps": done,
             "seconds": seconds_before + time.monotonic() - started,
             "volumes": volumes,
+            "real": sorted(used_real | {v.name for v in real}),
+            "sessions": [
+                *sessions,
+                {"from_step": first, "to_step": done, "lr": recipe.learning_rate},
+            ],
             "recipe": {k: v for k, v in asdict(recipe).items() if k != "extra"},
             "precision": step.options.name,
             "threads": torch.get_num_threads(),
@@ -224,7 +294,7 @@ def pretrain(
             num_iterations=done,
             device=str(device),
             config=cfg.to_dict(),
-            extra={"pretrain": info},
+            extra={"pretrain": info, **recorded},
         )
 
     try:

@@ -7,10 +7,11 @@ the methods that write files or show previews do so on rank 0 only.
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data import PatchBuffer, PatchSet, TrainingImage, iter_batches, load_folder
+from ..data.intensity import IntensityBand, augmented_versions
 from ..data.quality import check_trainable, data_warnings
 from ..data.sampling import Sampling
 from ..devices import available_ram, describe_device
@@ -28,7 +30,7 @@ from ..files import remove_dead_temporaries
 from ..model_source import open_model
 from ..models import geometry
 from ..normalization import normalize
-from ..starters import check_fits, is_starter
+from ..starters import config_problems, is_starter
 from .events import (
     BufferDrawn,
     CheckpointSaved,
@@ -84,7 +86,9 @@ class TrainingRun:
             remove_dead_temporaries(self.out_dir)  # a save killed mid-write leaves one
         self.n_patches = world.share(cfg.loader.PatchPerBuffer)
         check_buffer_memory(cfg, self.n_patches)
-        sampling = Sampling(cfg.foreground_share, cfg.intensity_augmentation)
+        acquisition = cfg.normalization if cfg.acquisition_augmentation else None
+        sampling = Sampling(cfg.foreground_share, cfg.intensity_augmentation, acquisition)
+        self.band = training_band(self.train_images, acquisition, self.rng)
         self.buffer = PatchBuffer(
             self.train_images,
             self.n_patches,
@@ -233,6 +237,7 @@ class TrainingRun:
             "normalization": self.recipe,
             "voxel_size": self.voxel_size,
             "threshold": self.threshold,
+            "intensity": self.band.to_extra(),
         }
         if best is not None:
             extra["holdout_iou"] = best
@@ -318,16 +323,25 @@ def finetune_source(cfg: TrainConfig, device: torch.device) -> ckpt.Checkpoint:
     """
     reference = cfg.finetune_from
     if is_starter(reference):
-        check_fits(reference, cfg)
-        loaded = open_model(reference, device)
-        recipe = loaded.extra.get("normalization")
-        if recipe is not None and cfg.normalization != recipe:
-            raise ckpt.CheckpointError(
-                f"finetune_from: {loaded.where} was trained on raw normalised with recipe "
-                f"{recipe}; set normalization: {recipe} (it is {cfg.normalization})"
-            )
-        return loaded
+        problems = config_problems(cfg)
+        if problems:
+            raise ckpt.CheckpointError(str(problems[0]))
+        return open_model(reference, device)
     return open_model(ckpt.resolve_resume(reference), device)
+
+
+def training_band(
+    images: Sequence[TrainingImage], acquisition: int | None, rng: np.random.Generator
+) -> IntensityBand:
+    """The intensities the model learns from (recorded in its checkpoints): the images and,
+    with the acquisition augmentation, a few of their changed versions."""
+    recipe = images[0].normalized_by if images else None
+    raws: Iterable[np.ndarray] = [im.raw for im in images]
+    if acquisition is not None:
+        local = np.random.default_rng(int(rng.integers(2**63)))
+        changed = augmented_versions(list(raws), [im.label for im in images], acquisition, local)
+        raws = itertools.chain(raws, changed)
+    return IntensityBand.of(raws, recipe, augmented=acquisition is not None)
 
 
 def check_buffer_memory(cfg: TrainConfig, n_patches: int) -> None:

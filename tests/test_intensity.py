@@ -1,0 +1,138 @@
+"""Predictions that hold on a brighter or dimmer next volume: the acquisition augmentation,
+the robust normalisation, and the warning before a prediction on a shifted volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_cellseg_trainer import checkpoint as ckpt
+from napari_cellseg_trainer import config
+from napari_cellseg_trainer.cli import main
+from napari_cellseg_trainer.data import TrainingImage, draw_buffer, intensity, make_sample
+from napari_cellseg_trainer.data.intensity import IntensityBand, acquisition_change
+from napari_cellseg_trainer.data.sampling import Sampling
+from napari_cellseg_trainer.data.synthetic import synthetic_volume
+from napari_cellseg_trainer.normalization import normalize
+from napari_cellseg_trainer.training import CheckpointSaved, train
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    raw, label, _ = make_sample("blobs", (24, 96, 96), seed=3)
+    return (raw * 200 + 10).astype(np.uint8), label
+
+
+def _gain_only(monkeypatch):
+    """The acquisition change reduced to its gain and offset (no gamma, contrast, artefacts)."""
+    monkeypatch.setattr(intensity, "GAMMA", (1.0, 1.0))
+    monkeypatch.setattr(intensity, "STRUCTURE_CONTRAST", (1.0, 1.0))
+    for name in ("SPECK_CHANCE", "STRIPE_CHANCE", "BLOB_CHANCE"):
+        monkeypatch.setattr(intensity, name, 0.0)
+
+
+def test_the_acquisition_change_stays_within_its_gain_and_offset(blobs, monkeypatch):
+    raw, label = blobs
+    _gain_only(monkeypatch)
+    span, low = float(raw.max() - raw.min()), float(raw.min())
+    gains, offsets = [], []
+    for seed in range(40):
+        out = acquisition_change(raw, np.random.default_rng(seed), label)
+        gain, offset = np.polyfit(raw.ravel().astype(np.float64), out.ravel(), 1)
+        gains.append(gain)
+        offsets.append((offset + gain * low - low) / span)  # the offset added, in ranges
+    assert intensity.GAIN[0] - 1e-3 <= min(gains) and max(gains) <= intensity.GAIN[1] + 1e-3
+    assert max(gains) / min(gains) > 2  # the range is used, not one value
+    assert -1e-3 <= min(offsets) and max(offsets) <= intensity.OFFSET + 1e-3
+
+
+def test_the_acquisition_change_leaves_labels_alone_and_adds_its_artefacts(blobs):
+    raw, label = blobs
+    before = label.copy()
+    changed = [acquisition_change(raw, np.random.default_rng(s), label) for s in range(30)]
+    assert np.array_equal(label, before)
+    saturated = [np.mean(c == c.max()) for c in changed]
+    assert max(saturated) > 1e-3  # some got specks or a blob at the top value
+    assert all(c.dtype == np.float32 and c.shape == raw.shape for c in changed)
+
+
+def test_buffers_with_the_acquisition_augmentation_keep_labels_and_the_recipe(blobs):
+    """The same patches as without it (labels equal), only the raw changed."""
+    raw, label = blobs
+    image = TrainingImage(
+        "b", normalize(raw[None], 21), label, np.ones(label.shape, np.float32), "b", 21
+    )
+    args = ([image], 4, (8, 40, 40), (4, 20, 20))
+    plain = draw_buffer(*args, np.random.default_rng(5))
+    varied = draw_buffer(*args, np.random.default_rng(5), sampling=Sampling(acquisition=21))
+    assert np.array_equal(plain.label, varied.label)
+    assert not np.allclose(plain.raw, varied.raw)
+    assert varied.raw.min() >= -1 and varied.raw.max() <= 10  # recipe 21's bounds
+
+
+def test_recipe_21_is_robust_to_a_bright_tail():
+    """1% saturated specks: the medians of nucleus and background move by at most 0.15 of their
+    separation with recipe 21 (percentiles 5-95), by much more with recipe 20 (1-99.8)."""
+    moved = {20: [], 21: []}
+    for seed in range(4):
+        volume = synthetic_volume("nuclei", (32, 96, 96), seed)
+        raw, inside = volume.raw, volume.label > 0
+        specked = raw.copy()
+        specked[np.random.default_rng(seed).random(raw.shape) < 0.01] = np.iinfo(raw.dtype).max
+        for recipe, found in moved.items():
+            a, b = normalize(raw[None], recipe)[0], normalize(specked[None], recipe)[0]
+            separation = np.median(a[inside]) - np.median(a[~inside])
+            shift = max(
+                abs(np.median(b[inside]) - np.median(a[inside])),
+                abs(np.median(b[~inside]) - np.median(a[~inside])),
+            )
+            found.append(shift / separation)
+    assert max(moved[21]) < 0.15, moved
+    assert np.median(moved[20]) > 0.3, moved
+
+
+def test_the_band_warns_on_a_shifted_volume_not_on_the_training_one(blobs):
+    raw, label = blobs
+    normalized = normalize(raw[None], 21)
+    band = IntensityBand.of([normalized], 21)
+    assert band.shift(normalized, 21) is None
+    dark = (255 * (raw / 255.0) ** 3).astype(np.uint8)  # a strong gamma: most voxels darker
+    line = band.shift(normalize(dark[None], 21), 21)
+    assert line and "percentile" in line and "fine-tune" in line
+    assert band.shift(normalize(dark[None], 0), 0) is None  # another recipe: not comparable
+    assert IntensityBand.from_extra({"intensity": band.to_extra()}) == band
+    assert IntensityBand.from_extra({"intensity": {"low": "x"}}) is None
+
+
+def test_a_checkpoint_records_its_band_and_predict_warns_on_a_shifted_volume(
+    tiny_config, tmp_path, capsys, blobs
+):
+    cfg = tiny_config
+    cfg.epochs, cfg.normalization, cfg.acquisition_augmentation = 1, 21, True
+    assert config.validate(cfg) == []
+    (saved,) = [e.path for e in train(cfg) if isinstance(e, CheckpointSaved)]
+    band = IntensityBand.from_extra(ckpt.load_checkpoint(saved).extra)
+    assert band is not None and band.augmented and band.recipe == 21
+    sample = next(p for p in sorted(cfg_folder(cfg).glob("*.tif*")) if "_GT" not in p.name)
+    image = tifffile.imread(sample)
+    tifffile.imwrite(tmp_path / "same.tif", image)
+    tifffile.imwrite(tmp_path / "dark.tif", (np.clip(image, 0, None) ** 4).astype(np.float32))
+    out = tmp_path / "out"
+    for name, warned in (("same", False), ("dark", True)):
+        args = ["predict", "--checkpoint", str(saved), "--input", str(tmp_path / f"{name}.tif")]
+        assert main([*args, "--output", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert ("warning: this volume's intensities differ" in err) is warned, err
+
+
+def cfg_folder(cfg):
+    from pathlib import Path
+
+    return Path(cfg.loader.datafolder)
+
+
+def test_acquisition_augmentation_needs_a_normalisation(tiny_config):
+    tiny_config.acquisition_augmentation = True
+    problems = config.validate(tiny_config)
+    assert [p.key for p in problems] == ["acquisition_augmentation"]
