@@ -1,6 +1,6 @@
 """Instances and correct-and-retrain on real data, from a checkpoint of bench_learning.py.
 
-On the half x >= 50 of ../shared/data/nuclei_1137 (never trained on):
+On ../shared/data/nuclei_1136 (the test volume: the checkpoint trained on nuclei_1135 only):
 1. instance F1@0.5 (with split / merged / missed) of the model's instances against the curated
    labels, next to smoothed Otsu + connected components;
 2. a correction round as a user would do it in napari: the worst 10-plane slab of the
@@ -30,17 +30,17 @@ from napari_cellseg_trainer.data.layer_sets import LayerSet, images_from_layers
 from napari_cellseg_trainer.evaluation import connected_components, evaluate, label_instances
 from napari_cellseg_trainer.evaluation.instances import InstanceParams
 from napari_cellseg_trainer.inference.run import defaults_from_checkpoint, segment
+from napari_cellseg_trainer.model_source import open_model
 from napari_cellseg_trainer.training import recorded_training
 from napari_cellseg_trainer.training.events import CheckpointSaved, IterationEnd
 from napari_cellseg_trainer.training.quick import fine_tune_preset
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei_1137"
-SPLIT = 50
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei_1136"
 NUCLEI = InstanceParams(method="watershed", seeds="distance", min_distance=4, min_size=30)
 
 
 def predict(checkpoint: Path, image: np.ndarray) -> tuple[np.ndarray, float]:
-    loaded = ckpt.load_checkpoint(checkpoint)
+    loaded = open_model(checkpoint)
     defaults = defaults_from_checkpoint(loaded)
     cfg = defaults.config
     cfg.Threshold = -1.0
@@ -89,11 +89,11 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=3.0)
     args = parser.parse_args()
-    if not (DATA / "1137_mini_raw.ome.tif").exists():
-        print(f"skipped: {DATA} does not hold the nuclei_1137 crop")
+    if not (DATA / "1136_mini_raw.ome.tif").exists():
+        print(f"skipped: {DATA} does not hold the nuclei_1136 crop")
         return 0
-    raw = tifffile.imread(DATA / "1137_mini_raw.ome.tif")[:, :, SPLIT:]
-    truth = tifffile.imread(DATA / "1137_mini_labels.ome.tif")[:, :, SPLIT:]
+    raw = tifffile.imread(DATA / "1136_mini_raw.ome.tif")
+    truth = tifffile.imread(DATA / "1136_mini_labels.ome.tif")
     checkpoint = Path(args.checkpoint)
     prob, threshold = predict(checkpoint, raw)
 
@@ -103,9 +103,7 @@ def main() -> int:
     smooth = ndimage.gaussian_filter(raw.astype(np.float32), 1)
     otsu = connected_components(smooth > threshold_otsu(smooth))
     o = evaluate(otsu, truth).instances
-    print(
-        f"instances on x >= {SPLIT} ({int(truth.max())} labels, {len(np.unique(truth)) - 1} objects):"
-    )
+    print(f"instances on nuclei_1136 ({len(np.unique(truth)) - 1} objects):")
     print(f"  model + watershed (threshold {threshold:.2f}): {scores(prob, threshold, truth)}")
     print(
         "  smoothed Otsu + connected components: IoU "

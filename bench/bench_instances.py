@@ -1,15 +1,15 @@
 """Instance segmentation and its scores on real nuclei: the GoNuclear crop in ../shared/data.
 
-Scores the half x >= 50 of ``nuclei_1137`` (100^3 voxels, 19 of its 30 nuclei touch that half)
+Scores ``nuclei_1136`` (100^3 voxels, 32 nuclei; the test volume, never trained on)
 against its hand-curated instance labels:
 
 - the classic baseline, Gaussian smoothing (sigma 1) then an Otsu threshold (the data's README
-  gives IoU 0.144 on this half), split into objects by connected components and by the
+  gives IoU 0.491 on it), split into objects by connected components and by the
   distance-seeded watershed (``default_params("unet_xy_zoom")``);
 - the ground truth itself thresholded (> 0) and split the same two ways: an upper bound of how
   well the instance step alone separates touching nuclei, whatever the network.
 
-    python bench/bench_instances.py [--data ../shared/data/nuclei_1137]
+    python bench/bench_instances.py [--data ../shared/data/nuclei_1136]
 
 Prints figures only; exits 0 with a message when the data folder is absent.
 """
@@ -33,8 +33,8 @@ from napari_cellseg_trainer.evaluation import (
     label_instances,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei_1137"
-HALF = np.s_[..., 50:]  # x >= 50
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei_1136"
+HALF = np.s_[...]  # the whole volume
 COLUMNS = "IoU     Dice    F1@0.5  matched split merged missed FP  objects seconds"
 
 
@@ -59,19 +59,19 @@ def instances_row(name: str, mask: np.ndarray, truth: np.ndarray, params: Instan
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="the nuclei_1137 folder")
+    parser.add_argument("--data", type=Path, default=DATA, help="the nuclei_1136 folder")
     args = parser.parse_args(argv)
-    raw_path = args.data / "1137_mini_raw.ome.tif"
-    labels_path = args.data / "1137_mini_labels.ome.tif"
+    raw_path = args.data / "1136_mini_raw.ome.tif"
+    labels_path = args.data / "1136_mini_labels.ome.tif"
     if not (raw_path.is_file() and labels_path.is_file()):
-        print(f"skipped: {args.data} does not hold the nuclei_1137 crop")
+        print(f"skipped: {args.data} does not hold the nuclei_1136 crop")
         return 0
     raw, labels = tifffile.imread(raw_path), tifffile.imread(labels_path)
     truth = labels[HALF]
     baseline = otsu_mask(raw)
     semantic = evaluate(baseline, truth > 0)
-    print(f"nuclei_1137, half x >= 50: {truth.shape} voxels, {len(np.unique(truth)) - 1} nuclei")
-    print(f"smoothed Otsu: IoU {semantic.iou:.4f} Dice {semantic.dice:.4f} (README: IoU 0.144)")
+    print(f"nuclei_1136: {truth.shape} voxels, {len(np.unique(truth)) - 1} nuclei")
+    print(f"smoothed Otsu: IoU {semantic.iou:.4f} Dice {semantic.dice:.4f} (README: IoU 0.491)")
     components = InstanceParams(
         method="components", min_size=default_params("unet_xy_zoom").min_size
     )

@@ -40,20 +40,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_cellseg_trainer import checkpoint as ckpt
 from napari_cellseg_trainer.config import PredictConfig
 from napari_cellseg_trainer.devices import describe_device, select_device
 from napari_cellseg_trainer.inference.predict import PredictionCancelled
 from napari_cellseg_trainer.inference.run import Callbacks, plane_window, segment
 from napari_cellseg_trainer.inference.tiling import TilePlan
+from napari_cellseg_trainer.model_source import model_from_checkpoint
 from napari_cellseg_trainer.models import build_model, geometry
 
 REAL = (
     Path(__file__).resolve().parents[2]
     / "shared"
     / "data"
-    / "nuclei_1137"
-    / "1137_mini_raw.ome.tif"
+    / "nuclei_1136"
+    / "1136_mini_raw.ome.tif"
 )
 
 
@@ -203,7 +203,7 @@ def main() -> None:
     if args.stand_in:
         net = StandIn(args.size_in, geometry.size_out("unet_xy", args.size_in))
     elif args.checkpoint:
-        net, _ = ckpt.model_from_checkpoint(args.checkpoint)
+        net, _ = model_from_checkpoint(args.checkpoint)
     else:
         net = build_model("unet_xy").eval()
     model = TimedModel(net.to(device), device)

@@ -1,0 +1,130 @@
+"""Predictions on a brighter, dimmer or spoilt next volume: IoU under each change of the test
+volume, for models trained before and after the robustness change, in one run.
+
+The models train on the data set's training volume (see ``_real.py``) with the quick preset:
+
+- ``before``: the preset as it was (percentiles 1-99.8, no intensity changes), random weights;
+- ``after``: the preset now (percentiles 5-95, acquisition and intensity augmentation);
+- ``after+starter``: the same, starting from the starter model;
+
+(``--from DIR`` reuses bench_learning's ``--keep DIR`` runs for the last two.) Each is scored on
+the test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7
+and 1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning fired or
+not is shown beside each. Nothing is tuned on the test volume.
+
+    python bench/bench_robustness.py [--data nuclei|membranes] [--minutes 10] [--from DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import _real
+import numpy as np
+
+
+def _saturating(raw: np.ndarray, values: np.ndarray) -> np.ndarray:
+    top = np.iinfo(raw.dtype).max if raw.dtype.kind in "ui" else float(raw.max())
+    return np.clip(np.round(values), 0, top).astype(raw.dtype)
+
+
+def changes(raw: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
+    """The changes of the test volume, each as the microscope would record it (same dtype)."""
+    x = raw.astype(np.float64)
+    top = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else float(raw.max())
+    span = float(x.max() - x.min())
+
+    def specks() -> np.ndarray:
+        out = raw.copy()
+        out[np.random.default_rng(0).random(raw.shape) < 0.01] = top
+        return out
+
+    def stripe() -> np.ndarray:
+        out = x.copy()
+        y = raw.shape[1] // 3
+        out[:, y : y + 3] += 0.8 * span
+        return _saturating(raw, out)
+
+    return {
+        "as it is": lambda: raw,
+        "gain x0.5": lambda: _saturating(raw, x * 0.5),
+        "gain x2": lambda: _saturating(raw, x * 2),
+        "offset +20%": lambda: _saturating(raw, x + 0.2 * span),
+        "gamma 0.7": lambda: _saturating(raw, top * (x / top) ** 0.7),
+        "gamma 1.4": lambda: _saturating(raw, top * (x / top) ** 1.4),
+        "1% saturated specks": specks,
+        "bright stripe": stripe,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["nuclei", "membranes"], default="nuclei")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from", dest="source", type=Path, help="bench_learning --keep DIR")
+    parser.add_argument("--keep", help="keep the run folders here")
+    parser.add_argument("--membranes", type=Path, default=_real.MEMBRANES)
+    args = parser.parse_args(argv)
+    data = _real.load(args.data, args.membranes)
+    if data is None:
+        return 0
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bench_robustness_"))
+    print(f"{_real.threads()}; {data.name}: {data.described}")
+    models: dict[str, Path] = {}
+    for name, start, before, reuse in (
+        ("before", "scratch", True, None),
+        ("after", "scratch", False, "scratch+quick"),
+        ("after+starter", "starter", False, "starter+quick"),
+    ):
+        kept = _kept_checkpoint(args.source / reuse) if args.source and reuse else None
+        if kept is not None:
+            print(f"{name}: {kept} (from bench_learning)")
+            models[name] = kept
+            continue
+        print(f"{name}: quick preset, {start}, {args.minutes:g} min")
+        trained = _real.train_quick(data, work / name, args.minutes, start, args.seed, before)
+        models[name] = trained.checkpoint
+    table: dict[str, dict[str, tuple[float, bool]]] = {}
+    for change, make in changes(data.test_raw).items():
+        volume = make()
+        for name, checkpoint in models.items():
+            warnings: list[str] = []
+            prob, _ = _real.predict(checkpoint, volume, warnings)
+            table.setdefault(name, {})[change] = (
+                _real.iou(prob > 0.5, data.test_truth),
+                bool(warnings),
+            )
+    print()
+    names = list(models)
+    print(
+        f"IoU at 0.5 on the test volume (* = the shift warning fired){'':<4}"
+        + "".join(f"{n:>16}" for n in names)
+    )
+    for change in changes(data.test_raw):
+        cells = []
+        for name in names:
+            value, warned = table[name][change]
+            drop = value - table[name]["as it is"][0]
+            cells.append(f"{value:7.3f} ({drop:+.3f}){'*' if warned else ' '}")
+        print(f"{change:<62}" + "".join(f"{c:>16}" for c in cells))
+    for name in names:
+        drops = [
+            table[name]["as it is"][0] - v for c, (v, _) in table[name].items() if c != "as it is"
+        ]
+        print(f"{name}: the largest loss against the volume as it is: {max(drops):.3f}")
+    return 0
+
+
+def _kept_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint bench_learning predicted with in its run folder (the best held-out one)."""
+    found = sorted(folder.glob("runs/*/checkpoint_best.pytorch"))
+    return found[-1] if found else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
