@@ -241,6 +241,26 @@ def test_a_resumed_run_does_not_replace_a_better_kept_best(
     assert ckpt.load_checkpoint(again[-1].best_checkpoint).extra["holdout_iou"] == 0.8
 
 
+def test_a_fine_tune_never_ends_worse_than_its_start(
+    tiny_config, monkeypatch, stand_in_network, tmp_path
+):
+    """With finetune_from, the starting weights are scored first (epoch 0): if the run only
+    makes them worse, keep_best keeps them."""
+    cfg = tiny_config
+    cfg.epochs = 1
+    (start,) = [e.path for e in train(cfg) if isinstance(e, CheckpointSaved)]
+    _held_out_scores(monkeypatch, [0.6, 0.4, 0.5])
+    cfg.finetune_from, cfg.checkpoint_dir = str(start), str(tmp_path / "tuned")
+    cfg.epochs, cfg.holdout, cfg.keep_best = 2, 0.25, True
+    events = list(train(cfg))
+    held = [e for e in events if isinstance(e, HoldoutScore)]
+    assert [(e.epoch, e.iou) for e in held] == [(0, 0.6), (1, 0.4), (2, 0.5)]
+    finished = events[-1]
+    assert finished.best_epoch == 0 and finished.best_iou == 0.6
+    kept = ckpt.load_checkpoint(finished.to_predict)
+    assert kept.epoch == 0 and kept.extra["holdout_iou"] == 0.6
+
+
 def test_keep_best_needs_a_held_out_slab():
     cfg = config.TrainConfig()
     cfg.keep_best = True

@@ -179,3 +179,20 @@ def test_the_quick_preset_starts_from_the_starter_and_says_so(tmp_path, monkeypa
     assert main([*argv, "--start", "scratch"]) == 0
     captured = capsys.readouterr()
     assert "from random weights" in captured.err and "finetune_from: null" in captured.out
+
+
+def test_predict_with_the_nuclei_starter_as_it_is(tmp_path, capsys):
+    import tifffile
+
+    volume = synthetic_volume("nuclei", (40, 96, 96), 2024)
+    image = tmp_path / "nuclei.tif"
+    tifffile.imwrite(image, volume.raw)
+    argv = ["predict", "--checkpoint", "starter:nuclei", "--input", str(image)]
+    assert main([*argv, "--output", str(tmp_path / "out"), "--threshold", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "recipe 21" in err  # the starter's normalisation, as recorded
+    (written,) = (tmp_path / "out").glob("*_struct_segmentation.tiff")
+    mask = tifffile.imread(written) > 0
+    assert mask.shape == volume.label.shape
+    inside = np.count_nonzero(mask & (volume.label > 0)) / max(1, np.count_nonzero(mask))
+    assert inside > volume.label.mean()  # the mask is on the nuclei more than chance

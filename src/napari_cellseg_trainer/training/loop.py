@@ -34,6 +34,7 @@ def train(
     run = TrainingRun(cfg, images)
     try:
         yield from run.started()
+        yield from run.score_start()
         while run.epoch < cfg.epochs:
             yield from run.draw_patches()
             losses: list[float] = []

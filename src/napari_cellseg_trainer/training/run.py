@@ -196,6 +196,13 @@ class TrainingRun:
             events += self.save(self.out_dir / ckpt.BEST_NAME, best=iou)
         return events if self.world.main else []
 
+    def score_start(self) -> list[Event]:
+        """Fine-tuning with held-out slabs: the starting weights' score (epoch 0), so that
+        keep_best never ends worse than where the run started (a starter, a checkpoint)."""
+        if not (self.cfg.finetune_from and self.slabs) or self.iteration:
+            return []
+        return self.score_holdout()
+
     def save_due(self) -> list[Event]:
         """The checkpoint every ``save_every_n_epoch`` epochs and after the last one."""
         last = self.epoch == self.cfg.epochs
