@@ -81,13 +81,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..model_source import CheckpointError, open_model
     from ..starters import export_starter, size_mb
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise CheckpointError(f"{output} exists; give --overwrite to replace it")
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = open_model(args.checkpoint)
     info = loaded.extra.get("pretrain", {})
     path = export_starter(loaded, args.starter, output, card=info if isinstance(info, dict) else {})
     print(f"{path} ({size_mb(path)} MB)")
