@@ -145,3 +145,27 @@ def test_a_signal_stops_training_after_the_batch_with_a_checkpoint(
     assert "training stopped after" in err and f"stopped by {sig}" in err
     saved = list((tmp_path / "checkpoints").glob("checkpoint_epoch_*.pytorch"))
     assert len(saved) == 1
+
+
+def test_pretrain_export_writes_a_starter_from_the_checkpoint_given(
+    trained_checkpoint, tmp_path, capsys
+):
+    """--checkpoint opens through the one opener of users' models; a starter file comes out in
+    half precision with its card; a missing checkpoint is one line, exit 2, nothing written."""
+    import torch
+
+    from napari_cellseg_trainer.checkpoint import load_checkpoint
+
+    out = tmp_path / "boundaries.pt"
+    args = ["pretrain", "export", "--starter", "boundaries", "--output"]
+    assert main([*args, str(out), "--checkpoint", str(trained_checkpoint)]) == 0
+    written = load_checkpoint(out)
+    assert written.extra["starter"]["name"] == "boundaries"
+    weights = [v for v in written.model_state.values() if v.is_floating_point()]
+    assert weights and all(v.dtype == torch.float16 for v in weights)
+    capsys.readouterr()
+    other = tmp_path / "other.pt"
+    assert main([*args, str(other), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.pt" in err[0]
+    assert not other.exists()

@@ -16,15 +16,19 @@ import numpy as np
 from magicgui import widgets
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from ..data.layer_sets import LayerSet, export_training_folder
 from ..data.measure import ZoomAdvice, suggest_zoom
 from .user_layers import user_images
-from .widgets import narrow, push_button
+from .widgets import grid, narrow, push_buttons
 
 if TYPE_CHECKING:
     import napari
+
+_EXPORT_TIP = "Write the sets as NAME.ome.tif, NAME_GT.ome.tif, NAME_CM.ome.tif for the CLI"
+_CONVERT_TIP = "Turn the chosen integer Image layer into a Labels layer (to paint on it)"
+_SUGGEST_TIP = "Measure the objects of the first set's ground truth and suggest a model"
 
 
 def is_integer_image(layer: Any) -> bool:
@@ -96,29 +100,15 @@ class LayerSetsPanel(QWidget):
         self.note.setWordWrap(True)
         self.rows: list[_SetRow] = []
         self._rows_box = QVBoxLayout()
-        add = push_button(self, "+ set", self.add_set, "Another image with its ground truth")
-        remove = push_button(self, "− set", self.remove_set, "Remove the last set")
-        export = push_button(
+        buttons = push_buttons(
             self,
-            "Export folder…",
-            self._ask_export,
-            "Write the sets as NAME.ome.tif, NAME_GT.ome.tif, NAME_CM.ome.tif for the CLI",
+            ("+ set", self.add_set, "Another image with its ground truth"),
+            ("− set", self.remove_set, "Remove the last set"),
+            ("Labels from image", self.convert_ground_truth, _CONVERT_TIP),
+            ("Suggest model", self.suggest, _SUGGEST_TIP),
+            ("Export folder…", self._ask_export, _EXPORT_TIP),
         )
-        self.convert_button = push_button(
-            self,
-            "Labels from image",
-            self.convert_ground_truth,
-            "Turn the chosen integer Image layer into a Labels layer (to paint on it)",
-        )
-        self.zoom_button = push_button(
-            self,
-            "Suggest model",
-            self.suggest,
-            "Measure the objects of the first set's ground truth and suggest a model",
-        )
-        buttons = QGridLayout()
-        for i, b in enumerate((add, remove, self.convert_button, self.zoom_button, export)):
-            buttons.addWidget(b, i // 2, i % 2)  # two columns: the dock stays narrow
+        self.convert_button, self.zoom_button = buttons[2:4]
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         options = widgets.Container(widgets=[self.use_layers, self.sparse], layout="horizontal")
@@ -126,7 +116,7 @@ class LayerSetsPanel(QWidget):
         layout.addWidget(options.native)
         layout.addLayout(self._rows_box)
         layout.addWidget(self.note)
-        layout.addLayout(buttons)
+        layout.addLayout(grid(buttons, 2))  # two columns: the dock stays narrow
         self._options = options
         self.add_set()
         viewer.layers.events.inserted.connect(self._layers_changed)

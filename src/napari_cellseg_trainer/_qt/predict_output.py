@@ -20,28 +20,34 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QVBoxLayout, QWidget
 
 from ..errors import UserInputError
 from .predict_run import as_czyx
-from .widgets import push_button
+from .widgets import push_buttons
 
 if TYPE_CHECKING:
-    from .predict_widget import PredictWidget
+    from .config_form import ConfigForm
+    from .predict_layers import ResultLayers
+    from .worker_panel import Runner
+
+_EXPORT_TIP = (
+    "Write the checkpoint as a bioimage.io model package (.zip) for other tools "
+    "(needs the bioimageio extra)"
+)
 
 
 class OutputTools(QWidget):
-    """The "also save the probabilities" box, Save… and Export bioimage.io…"""
+    """The "also save the probabilities" box, Save… and Export bioimage.io…
 
-    def __init__(self, panel: PredictWidget) -> None:
-        super().__init__(panel)
-        self.panel = panel
+    Saves the result ``shown`` with the ``form``'s OutputDir; exports the form's checkpoint in
+    the ``runner``'s worker.
+    """
+
+    def __init__(self, form: ConfigForm, shown: ResultLayers, runner: Runner) -> None:
+        super().__init__()
+        self.form, self.shown, self.runner = form, shown, runner
         self.save_probability = widgets.CheckBox(text="also save the probabilities", value=False)
-        self.save_button = push_button(
-            self, "Save…", self.save, "Write segmentation and prediction config to OutputDir"
-        )
-        self.export_button = push_button(
+        self.save_button, self.export_button = push_buttons(
             self,
-            "Export bioimage.io…",
-            self._ask_export,
-            "Write the checkpoint as a bioimage.io model package (.zip) for other tools "
-            "(needs the bioimageio extra)",
+            ("Save…", self.save, "Write segmentation and prediction config to OutputDir"),
+            ("Export bioimage.io…", self._ask_export, _EXPORT_TIP),
         )
         buttons = QHBoxLayout()
         buttons.addWidget(self.save_button)
@@ -52,9 +58,9 @@ class OutputTools(QWidget):
         layout.addLayout(buttons)
 
     def update_controls(self, busy: bool) -> None:
-        result = self.panel.result
+        result = self.shown.result
         self.save_button.setEnabled(not busy and result is not None and result.in_memory)
-        self.export_button.setEnabled(not busy and bool(self.panel.form.cfg.model_path))
+        self.export_button.setEnabled(not busy and bool(self.form.cfg.model_path))
 
     # ------------------------------------------------------------------ saving
 
@@ -62,8 +68,7 @@ class OutputTools(QWidget):
         """Write the segmentation (and probabilities) and a prediction YAML that reproduces it."""
         from ..inference.outputs import save_prediction
 
-        panel = self.panel
-        result, cfg = panel.result, panel.form.cfg.copy()
+        result, cfg = self.shown.result, self.form.cfg.copy()
         if result is None:
             return []
         if not result.in_memory:
@@ -75,14 +80,13 @@ class OutputTools(QWidget):
         if not cfg.OutputDir.strip():
             show_error("OutputDir: choose the folder to save into")
             return []
-        layers = panel.viewer.layers
-        layer = layers[result.layer_name] if result.layer_name in layers else None
+        layer = self.shown.source()
         source_path = getattr(getattr(layer, "source", None), "path", None)
         try:
             written = save_prediction(
                 cfg,
                 result.probability,
-                float(panel.threshold.value),
+                self.shown.threshold(),
                 Path(source_path) if source_path else None,
                 as_czyx(layer.data) if layer is not None else None,
                 result.layer_name,
@@ -100,26 +104,26 @@ class OutputTools(QWidget):
         """Export the chosen checkpoint as the package ``path`` (.zip) in the worker thread."""
         from ..export import export_bioimageio
 
-        panel = self.panel
-        checkpoint = Path(panel.form.cfg.model_path).expanduser()
+        runner = self.runner
+        checkpoint = Path(self.form.cfg.model_path).expanduser()
         path = Path(path).expanduser()
         if path.suffix.lower() != ".zip":
             path = path.with_name(f"{path.name}.zip")
-        if panel.busy:
+        if runner.busy:
             return None
         if not checkpoint.is_file():
             show_error(f"model_path: choose a checkpoint to export ({checkpoint} is not a file)")
             return None
-        panel.status.setText(f"exporting {checkpoint.name} as a bioimage.io package…")
+        runner.status.setText(f"exporting {checkpoint.name} as a bioimage.io package…")
         work = functools.partial(export_bioimageio, checkpoint, path, overwrite=overwrite)
-        return panel.start_worker(work, on_return=self._exported, failed="export failed")
+        return runner.start_worker(work, on_return=self._exported, failed="export failed")
 
     def _exported(self, path: Path) -> None:
-        self.panel.status.setText(f"exported {path}")
+        self.runner.status.setText(f"exported {path}")
         show_info(f"bioimage.io package written: {path.name} (in {path.parent})")
 
     def _ask_export(self) -> None:
-        stem = Path(self.panel.form.cfg.model_path).stem or "model"
+        stem = Path(self.form.cfg.model_path).stem or "model"
         path, _ = QFileDialog.getSaveFileName(
             self, "Export bioimage.io package", f"{stem}.zip", "bioimage.io package (*.zip)"
         )

@@ -20,7 +20,7 @@ from magicgui import widgets
 from napari.layers import Image
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout
+from qtpy.QtWidgets import QLabel, QVBoxLayout
 
 from .. import config as config_mod
 from ..config import ConfigError
@@ -31,7 +31,7 @@ from .predict_layers import ResultLayers
 from .predict_output import OutputTools
 from .results import ResultTools
 from .user_layers import user_images
-from .widgets import clock, push_button, scrolling
+from .widgets import clock, grid, push_buttons, scrolling
 from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ FIELDS = (
     "OutputDir",
 )
 _NOT_NEEDED_TO_PREDICT = {"OutputDir"}  # only saving needs it (and a lazy image's whole volume)
+_WHOLE_TIP = (
+    "Segment the whole volume (a zarr- or dask-backed layer block by block into an OME-Zarr in "
+    "OutputDir)"
+)
 _STEPS = 1000  # the progress bar's resolution
 
 
@@ -74,7 +78,6 @@ class PredictWidget(WorkerPanel):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self.result: run.Result | None = None
         self._models: dict = {}
         self._cancel = threading.Event()
         self._relay = run.Relay()
@@ -100,34 +103,24 @@ class PredictWidget(WorkerPanel):
             "Probability above which a voxel is labelled; moves the labels at once."
         )
         self.shown = ResultLayers(napari_viewer, lambda: float(self.threshold.value))
-        self.threshold.changed.connect(lambda *_: self.shown.relabel(self.result))
+        self.threshold.changed.connect(lambda *_: self.shown.relabel())
         top = widgets.Container(widgets=[self.image_box], labels=True)
         bottom = widgets.Container(widgets=[self.threshold], labels=True)
 
-        self.preview_button = push_button(
-            self, "Preview (current z)", self.preview, "Segment the planes around the current z"
-        )
-        self.whole_button = push_button(
+        buttons = push_buttons(
             self,
-            "Whole volume",
-            self.predict_whole,
-            "Segment the whole volume (a zarr- or dask-backed layer block by block into an "
-            "OME-Zarr in OutputDir)",
+            ("Preview (current z)", self.preview, "Segment the planes around the current z"),
+            ("Whole volume", self.predict_whole, _WHOLE_TIP),
+            ("Cancel", self.cancel, "Stop after the current batch of tiles"),
         )
-        self.cancel_button = push_button(
-            self, "Cancel", self.cancel, "Stop after the current batch of tiles"
-        )
-        self.progress = QProgressBar(self)
+        self.preview_button, self.whole_button, self.cancel_button = buttons
         self.tile_label = QLabel("tile: chosen when segmenting (size_in auto)", self)
         self.tile_label.setWordWrap(True)
         self.status.setText("choose a checkpoint and an image layer")
 
-        row = QHBoxLayout()
-        for b in (self.preview_button, self.whole_button, self.cancel_button):
-            row.addWidget(b)
-        self.outputs = OutputTools(self)
-        self.results = ResultTools(self)
-        items = [top.native, self.form, row, self.progress, self.tile_label, self.status]
+        self.outputs = OutputTools(self.form, self.shown, self)
+        self.results = ResultTools(self.form, self.shown, self.image, self, self.use_fine_tuned)
+        items = [top.native, self.form, grid(buttons), self.progress, self.tile_label, self.status]
         items += [bottom.native, self.outputs, self.results]
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -179,6 +172,10 @@ class PredictWidget(WorkerPanel):
         self.status.setText(f"model settings read from {Path(path).name}; {defaults.note}")
         self._image_chosen()
         return True
+
+    def image(self) -> Image | None:
+        """The image layer chosen."""
+        return self.image_box.value
 
     def set_image(self, layer: Image) -> None:
         self.image_box.value = layer
@@ -331,24 +328,33 @@ class PredictWidget(WorkerPanel):
         layers = self.viewer.layers
         source = layers[layer_name] if layer_name in layers else None
         shape = prob.shape[1:] if source is None else run.czyx_shape(run.layer_array(source))[1:]
-        self.result = run.merge(self.result, layer_name, shape, planes, prob)
-        self.shown.show(self.result)
+        self.shown.show(run.merge(self.result, layer_name, shape, planes, prob))
         done = int(self.result.done.sum())
         self.status.setText(f"{layer_name}: {done}/{shape[0]} planes segmented")
 
     def _on_store(self, layer_name: str, store: Path) -> None:
         prob = run.open_store(store)
-        self.result = run.Result(layer_name, prob, np.ones(prob.shape[1], bool), store)
-        self.shown.show(self.result)
+        self.shown.show(run.Result(layer_name, prob, np.ones(prob.shape[1], bool), store))
         self.status.setText(f"{layer_name}: whole volume segmented into {store}")
         show_info(f"{layer_name}: segmented block by block into {store.name}")
 
-    def placement(self) -> dict:
-        """The scale and translate of the segmented image, for layers made from its result."""
-        return self.shown.placement(self.result)
+    @property
+    def result(self) -> run.Result | None:
+        """The prediction shown (kept by its layers)."""
+        return self.shown.result
 
     def layer_names(self) -> tuple[str, str]:
-        return self.shown.names(self.result)
+        """The names of the probability and the segmentation layer."""
+        return self.shown.names()
+
+    def use_fine_tuned(self, checkpoint: Path) -> None:
+        """Load a fine-tuned checkpoint, and segment the whole volume with it once idle."""
+        self.load_checkpoint(checkpoint)
+        self.idle.connect(self._segment_again)
+
+    def _segment_again(self) -> None:
+        self.idle.disconnect(self._segment_again)
+        self.predict_whole()
 
     def handle_error(self, err: BaseException) -> bool:
         from ..inference.predict import PredictionCancelled

@@ -8,33 +8,55 @@ changing an instance parameter or the ground truth never runs the network again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui import widgets
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .layer_sets_panel import ground_truth_layers, voxel_size_of
 from .predict_run import fine_tune
-from .widgets import push_button
+from .widgets import grid, push_buttons
 
 if TYPE_CHECKING:
-    from .predict_widget import PredictWidget
+    from napari.layers import Image
+
+    from .config_form import ConfigForm
+    from .predict_layers import ResultLayers
+    from .worker_panel import Runner
 
 ERROR_COLORS = {1: "#ff3b30", 2: "#0a84ff"}  # false positive red, false negative blue
 FINE_TUNE_MINUTES = 3.0
 _STEPS = 1000  # the progress bar's resolution
+_FINE_TUNE_TIP = (
+    f"Continue training from the checkpoint on the corrected layer (~{FINE_TUNE_MINUTES:g} min, "
+    "its own run folder), then segment again"
+)
 
 
 class ResultTools(QWidget):
-    """Instances, "Evaluate against", and correct-and-retrain, under the prediction's results."""
+    """Instances, "Evaluate against", and correct-and-retrain, under the prediction's results.
 
-    def __init__(self, panel: PredictWidget) -> None:
-        super().__init__(panel)
-        self.panel = panel
+    Works on the result ``shown``; ``image`` gives the image layer chosen (its voxel size, and
+    the image to fine-tune on); fine-tunes the ``form``'s checkpoint in the ``runner``'s worker
+    and hands the new checkpoint to ``fine_tuned`` (the panel segments again with it).
+    """
+
+    def __init__(
+        self,
+        form: ConfigForm,
+        shown: ResultLayers,
+        image: Callable[[], Image | None],
+        runner: Runner,
+        fine_tuned: Callable[[Path], None],
+    ) -> None:
+        super().__init__()
+        self.form, self.shown, self.runner = form, shown, runner
+        self._image, self._then = image, fine_tuned
         self.method = widgets.ComboBox(label="instances", choices=["watershed", "components"])
         self.seeds = widgets.ComboBox(label="seeds from", choices=["distance", "probability"])
         self.min_distance = widgets.SpinBox(label="seed distance", min=1, max=200, value=5)
@@ -58,36 +80,24 @@ class ResultTools(QWidget):
             ],
             labels=True,
         )
-        self.instances_button = push_button(
-            self, "Instances", self.make_instances, "Split the segmentation into objects"
-        )
-        self.evaluate_button = push_button(
-            self, "Evaluate", self.evaluate, "IoU, Dice and object scores against the ground truth"
-        )
-        self.correct_button = push_button(
-            self, "Correct…", self.make_editable, "The segmentation as a Labels layer to paint on"
-        )
-        self.finetune_button = push_button(
+        buttons = push_buttons(
             self,
-            "Fine-tune",
-            self.fine_tune,
-            f"Continue training from the checkpoint on the corrected layer (~{FINE_TUNE_MINUTES:g} "
-            "min, its own run folder), then segment again",
+            ("Instances", self.make_instances, "Split the segmentation into objects"),
+            ("Evaluate", self.evaluate, "IoU, Dice and object scores against the ground truth"),
+            ("Correct…", self.make_editable, "The segmentation as a Labels layer to paint on"),
+            ("Fine-tune", self.fine_tune, _FINE_TUNE_TIP),
         )
+        self.instances_button, self.evaluate_button, self.correct_button = buttons[:3]
+        self.finetune_button = buttons[3]
         self.figures = QLabel("", self)
         self.figures.setWordWrap(True)
         self.before: list[str] = []  # the scores before the last fine-tuning
         self._fine_tune_started, self._fine_tune_minutes = 0.0, FINE_TUNE_MINUTES
-        grid = QGridLayout()
-        for i, b in enumerate(
-            (self.instances_button, self.evaluate_button, self.correct_button, self.finetune_button)
-        ):
-            grid.addWidget(b, i // 2, i % 2)
         inner = QWidget(self)
         inner_layout = QVBoxLayout(inner)
         inner_layout.setContentsMargins(0, 0, 0, 0)
         inner_layout.addWidget(self.params.native)
-        inner_layout.addLayout(grid)
+        inner_layout.addLayout(grid(buttons, 2))
         inner_layout.addWidget(self.figures)
         box = QCollapsible("Instances · evaluation · correct and retrain", self)
         box.setDuration(0)
@@ -96,25 +106,22 @@ class ResultTools(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(box)
-        panel.viewer.layers.events.inserted.connect(lambda *_: self.truth.reset_choices())
-        panel.viewer.layers.events.removed.connect(lambda *_: self.truth.reset_choices())
+        shown.viewer.layers.events.inserted.connect(lambda *_: self.truth.reset_choices())
+        shown.viewer.layers.events.removed.connect(lambda *_: self.truth.reset_choices())
 
     # ------------------------------------------------------------------ inputs
 
     def _truths(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        mine = set(self.panel.layer_names()) | {self._name("instances"), self._name("errors")}
+        named = self.shown.named
+        mine = {*self.shown.names(), named("instances"), named("errors")}
         return [
             (layer.name, layer)
-            for layer in ground_truth_layers(self.panel.viewer)
+            for layer in ground_truth_layers(self.shown.viewer)
             if layer.name not in mine
         ]
 
-    def _name(self, what: str) -> str:
-        result = self.panel.result
-        return f"{result.layer_name} {what}" if result is not None else what
-
     def _probability(self) -> np.ndarray | None:
-        result = self.panel.result
+        result = self.shown.result
         if result is None or not result.complete:
             show_error("segment the whole volume first")
             return None
@@ -130,9 +137,9 @@ class ResultTools(QWidget):
     def params_now(self):
         from ..evaluation import InstanceParams
 
-        layer = self.panel.image_box.value
+        layer = self._image()
         return InstanceParams(
-            threshold=float(self.panel.threshold.value),
+            threshold=self.shown.threshold(),
             method=self.method.value,
             seeds=self.seeds.value,
             min_distance=int(self.min_distance.value),
@@ -160,20 +167,13 @@ class ResultTools(QWidget):
         if prob is None:
             return None
         labels = label_instances(prob, self.params_now())
-        self._put_labels(self._name("instances"), labels)
+        self.shown.put_labels(self.shown.named("instances"), labels)
         show_info(f"{int(labels.max())} objects")
         return labels
 
     def _instance_parameters_changed(self, *_: Any) -> None:
-        if self._name("instances") in self.panel.viewer.layers:
+        if self.shown.named("instances") in self.shown.viewer.layers:
             self.make_instances()  # no new inference: the probabilities are kept
-
-    def _put_labels(self, name: str, labels: np.ndarray, **kwargs) -> Any:
-        viewer = self.panel.viewer
-        if name in viewer.layers:
-            viewer.layers[name].data = labels
-            return viewer.layers[name]
-        return viewer.add_labels(labels, name=name, **self.panel.placement(), **kwargs)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -188,14 +188,10 @@ class ResultTools(QWidget):
             show_error("choose the ground truth to evaluate against")
             return None
         truth = np.asarray(truth_layer.data)
-        instances = self._name("instances")
-        prediction = (
-            np.asarray(self.panel.viewer.layers[instances].data)
-            if instances in self.panel.viewer.layers
-            else prob
-        )
+        layers, instances = self.shown.viewer.layers, self.shown.named("instances")
+        prediction = np.asarray(layers[instances].data) if instances in layers else prob
         try:
-            result = evaluate(prediction, truth, threshold=float(self.panel.threshold.value))
+            result = evaluate(prediction, truth, threshold=self.shown.threshold())
         except ValueError as err:
             show_error(str(err))
             return None
@@ -203,9 +199,9 @@ class ResultTools(QWidget):
         compare = f" (before: {'; '.join(self.before[:2])})" if self.before else ""
         self.figures.setText("; ".join(lines) + compare)
         if self.show_errors.value:
-            errors = error_map(prob > self.panel.threshold.value, truth > 0)
+            errors = error_map(prob > self.shown.threshold(), truth > 0)
             colors = {None: "transparent", 0: "transparent", **ERROR_COLORS}
-            layer = self._put_labels(self._name("errors"), errors, opacity=0.7)
+            layer = self.shown.put_labels(self.shown.named("errors"), errors, opacity=0.7)
             layer.colormap = colors
         return result
 
@@ -216,18 +212,18 @@ class ResultTools(QWidget):
         prob = self._probability()
         if prob is None:
             return None
-        labels = (prob > self.panel.threshold.value).astype(np.uint8)
-        layer = self._put_labels(self._name("corrected"), labels, opacity=0.6)
-        self.panel.viewer.layers.selection.active = layer
+        labels = (prob > self.shown.threshold()).astype(np.uint8)
+        layer = self.shown.put_labels(self.shown.named("corrected"), labels, opacity=0.6)
+        self.shown.viewer.layers.selection.active = layer
         layer.mode = "paint"
         show_info(f"paint structure as 1 and erase errors in {layer.name!r}, then Fine-tune")
         return layer
 
     def fine_tune(self):
         """Train on from the checkpoint on the corrected layer, then segment again (a worker)."""
-        name = self._name("corrected")
-        image = self.panel.image_box.value
-        viewer = self.panel.viewer
+        name = self.shown.named("corrected")
+        image = self._image()
+        viewer = self.shown.viewer
         if name not in viewer.layers or image is None:
             show_error("make the corrected layer first (Correct…) and paint on it")
             return None
@@ -235,7 +231,7 @@ class ResultTools(QWidget):
         from ..training.quick import fine_tune_preset
 
         try:
-            cfg = fine_tune_preset(Path(self.panel.form.cfg.model_path), FINE_TUNE_MINUTES)
+            cfg = fine_tune_preset(Path(self.form.cfg.model_path), FINE_TUNE_MINUTES)
         except UserInputError as err:
             show_error(str(err))
             return None
@@ -250,12 +246,12 @@ class ResultTools(QWidget):
             return None
         evaluated = self.figures.text()
         self.before = [evaluated] if evaluated else []
-        panel = self.panel
-        panel.status.setText(f"fine-tuning for {cfg.minutes:g} min on the corrected layer…")
-        panel.progress.setRange(0, _STEPS)
+        runner = self.runner
+        runner.status.setText(f"fine-tuning for {cfg.minutes:g} min on the corrected layer…")
+        runner.progress.setRange(0, _STEPS)
         self._fine_tune_started = time.monotonic()
         self._fine_tune_minutes = cfg.minutes or 1.0
-        return panel.start_worker(
+        return runner.start_worker(
             fine_tune, cfg, images, on_yield=self._fine_tune_event, on_return=self._fine_tuned
         )
 
@@ -265,8 +261,8 @@ class ResultTools(QWidget):
         if isinstance(event, ev.IterationEnd):
             elapsed = time.monotonic() - self._fine_tune_started
             share = min(1.0, elapsed / (self._fine_tune_minutes * 60))
-            self.panel.progress.setValue(int(_STEPS * share))
-            self.panel.status.setText(
+            self.runner.progress.setValue(int(_STEPS * share))
+            self.runner.status.setText(
                 f"fine-tuning: iteration {event.iteration}, loss {event.loss:.4g}"
             )
 
@@ -275,12 +271,7 @@ class ResultTools(QWidget):
             show_error("fine-tuning saved no checkpoint")
             return
         show_info(f"fine-tuned: {checkpoint.name} (in {checkpoint.parent.name}); segmenting again")
-        self.panel.load_checkpoint(checkpoint)
-        self.panel.idle.connect(self._segment_after_fine_tune)
-
-    def _segment_after_fine_tune(self) -> None:
-        self.panel.idle.disconnect(self._segment_after_fine_tune)
-        self.panel.predict_whole()
+        self._then(checkpoint)
 
 
 def _layer_set(image, labels):

@@ -104,14 +104,15 @@ def sample_preset() -> config_mod.TrainConfig:
     return cfg
 
 
-def zoom_advice_applied(cfg: config_mod.TrainConfig, advice: ZoomAdvice) -> bool:
-    """Set the suggested model (and zoom ratio, with its starting patch size) in ``cfg``."""
+def apply_zoom_advice(form: ConfigForm, advice: ZoomAdvice) -> None:
+    """Set the suggested model (and zoom ratio, with its starting patch size) in the form."""
+    cfg = form.cfg.copy()
     if advice.model == cfg.model.name and advice.zoom_ratio in (None, cfg.model.zoom_ratio):
-        return False
+        return
     sizes = config_mod.template(advice.model, advice.zoom_ratio or cfg.model.zoom_ratio)
     cfg.model.name, cfg.model.zoom_ratio = sizes.model.name, sizes.model.zoom_ratio
     cfg.size_in, cfg.size_out = sizes.size_in, sizes.size_out
-    return True
+    form.set_config(cfg)
 
 
 def memory_budget(text: str) -> int | None:

@@ -8,6 +8,7 @@ Stop, the progress and the loss curve stay in view below it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Iterator
@@ -17,26 +18,31 @@ from typing import TYPE_CHECKING
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .. import config as config_mod
 from ..config import ConfigError, Problem
 from ..data import DataError, TrainingImage, images_from_layers
 from ..training import events as ev
+from . import train_config
 from .config_form import ConfigForm
 from .layer_sets_panel import LayerSetsPanel
 from .loss_plot import LossPlot
 from .preview import PreviewLayers
 from .train_progress import RunView
 from .train_tools import ConfigTools
-from .widgets import push_button, scrolling
+from .widgets import grid, push_button, push_buttons, scrolling
 from .worker_panel import WorkerPanel
 
 if TYPE_CHECKING:
     import napari
 
 _CLOSE_WAIT_S = 120  # how long closing napari waits for the stop checkpoint
+_PREVIEW_TIP = (
+    "Segment the planes around the current z of the selected image with the newest checkpoint "
+    "(in the Predict tab)"
+)
 
 
 def run_training(
@@ -83,10 +89,11 @@ class TrainWidget(WorkerPanel):
 
         self.form = ConfigForm(config_mod.TrainConfig)
         self.form.changed.connect(self.update_controls)
-        self.tools = ConfigTools(self)
+        advice = functools.partial(train_config.apply_zoom_advice, self.form)
+        self.layer_data = LayerSetsPanel(napari_viewer, on_advice=advice)
+        self.tools = ConfigTools(self.form, self.layer_data, self)
         self.plot = LossPlot()
         self.previews = PreviewLayers(napari_viewer)
-        self.layer_data = LayerSetsPanel(napari_viewer, on_advice=self.tools.apply_zoom_advice)
         self._build()
         self.view = RunView(self.progress, self.status, self.device_label, self.plot, self.previews)
         napari_viewer.layers.events.inserted.connect(self.update_controls)
@@ -96,22 +103,17 @@ class TrainWidget(WorkerPanel):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        b = push_button
-        self.train_button = b(self, "Train", self.start_training, "Start training")
-        self.stop_button = b(
-            self, "Stop", self.stop_training, "Stop after this batch and save a checkpoint"
-        )
-        self.preview_button = b(
+        buttons = push_buttons(
             self,
-            "Preview checkpoint",
-            self.preview_latest_checkpoint,
-            "Segment the planes around the current z of the selected image with the newest "
-            "checkpoint (in the Predict tab)",
+            ("Train", self.start_training, "Start training"),
+            ("Stop", self.stop_training, "Stop after this batch and save a checkpoint"),
+            ("Preview checkpoint", self.preview_latest_checkpoint, _PREVIEW_TIP),
         )
+        self.train_button, self.stop_button, self.preview_button = buttons
         self.offer = QWidget(self)  # with no data folder: train on the open layers
         self.offer_label = QLabel("", self.offer)
         self.offer_label.setWordWrap(True)  # layer names are long: wrapped, never widening
-        self.offer_button = b(
+        self.offer_button = push_button(
             self.offer,
             "Train on these layers",
             self.train_on_suggested_layers,
@@ -122,7 +124,6 @@ class TrainWidget(WorkerPanel):
         offer.addWidget(self.offer_label)
         offer.addWidget(self.offer_button)
         self.offer.setVisible(False)
-        self.progress = QProgressBar(self)
         self.status.setText("ready")
         self.device_label = QLabel("device: chosen when training starts", self)
         self.device_label.setWordWrap(True)
@@ -130,15 +131,12 @@ class TrainWidget(WorkerPanel):
         data_box = QCollapsible("Training data from layers", self)
         data_box.setDuration(0)
         data_box.addWidget(self.layer_data)
-        run = QHBoxLayout()
-        for w in (self.train_button, self.stop_button, self.preview_button):
-            run.addWidget(w)
         content = scrolling([self.tools, self.form, data_box, self.offer], self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(content, 3)
         # below the scrolling form: Train, Stop and how the run goes stay in view
-        layout.addLayout(run)
+        layout.addLayout(grid(buttons))
         for w in (self.progress, self.status, self.device_label):
             layout.addWidget(w)
         layout.addWidget(self.plot, 2)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
+    QGridLayout,
     QLayout,
     QLineEdit,
     QPushButton,
@@ -28,6 +29,20 @@ def push_button(parent: QWidget, text: str, slot: Callable, tip: str) -> QPushBu
     button.clicked.connect(slot)
     button.setToolTip(tip)
     return button
+
+
+def push_buttons(parent: QWidget, *table: tuple[str, Callable, str]) -> list[QPushButton]:
+    """A push button for each row of ``table``: (text, click handler, tooltip)."""
+    return [push_button(parent, *row) for row in table]
+
+
+def grid(widgets: Sequence[QWidget], columns: int = 0) -> QGridLayout:
+    """``widgets`` left to right in rows of ``columns`` (0: all in one row)."""
+    layout = QGridLayout()
+    for i, widget in enumerate(widgets):
+        row, column = divmod(i, columns or len(widgets))
+        layout.addWidget(widget, row, column)
+    return layout
 
 
 def clock(seconds: float) -> str:

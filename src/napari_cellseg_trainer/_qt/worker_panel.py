@@ -4,17 +4,21 @@ A panel starts its work (training, a prediction) with :meth:`WorkerPanel.start_w
 it runs, :attr:`busy` is true and :meth:`update_controls` disables what must wait. An error
 raised in the worker becomes a napari notification and the status line: the message alone for
 bad input (:class:`..errors.UserInputError`), the type name too for a bug.
+
+A panel's helpers (its config tools, its result tools) take a :class:`Runner`, not the panel:
+all they may ask of it is this worker, the status line and the progress bar. So a helper's
+module never imports the panel's, which imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from napari.qt.threading import WorkerBase, create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QLabel, QWidget
+from qtpy.QtWidgets import QLabel, QProgressBar, QWidget
 
 from ..errors import UserInputError
 
@@ -29,8 +33,20 @@ def error_message(err: BaseException, failed: str) -> str:
     return f"{failed}: {type(err).__name__}: {err}"
 
 
+class Runner(Protocol):
+    """What a panel's helper asks of the panel: its one worker, status line and progress bar."""
+
+    status: QLabel
+    progress: QProgressBar
+    start_worker: Callable[..., WorkerBase]  # as WorkerPanel.start_worker
+
+    @property
+    def busy(self) -> bool: ...
+
+
 class WorkerPanel(QWidget):
-    """A panel that runs one worker at a time. Subclasses set ``failed`` and the status label."""
+    """A panel that runs one worker at a time, with a status line and a progress bar (a
+    :class:`Runner`). Subclasses set ``failed``, lay out ``status`` and ``progress``."""
 
     failed = "failed"  # how an unforeseen error is introduced, e.g. "training failed"
     idle = Signal()  # a worker has ended (its results and errors are shown by then)
@@ -42,6 +58,7 @@ class WorkerPanel(QWidget):
         self._failed = self.failed
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
+        self.progress = QProgressBar(self)
 
     @property
     def busy(self) -> bool:

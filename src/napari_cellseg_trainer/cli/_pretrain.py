@@ -83,9 +83,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         if progress.saved is not None:
             print(f"step {progress.step}: saved {progress.saved}", flush=True)
         elif progress.step % 10 == 0:
-            print(
-                f"step {progress.step}  loss {progress.loss:.4f}  {progress.seconds / 60:.1f} min"
-            )
+            minutes = progress.seconds / 60
+            print(f"step {progress.step}  loss {progress.loss:.4f}  {minutes:.1f} min", flush=True)
         last = progress
     if last is None:
         print("no step was done", file=sys.stderr)
@@ -95,15 +94,15 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..model_source import CheckpointError, open_model
     from ..starters import export_starter, size_mb
+    from ..training.pretrain import starter_extra
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise CheckpointError(f"{output} exists; give --overwrite to replace it")
-    from ..training.pretrain import starter_extra
 
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = open_model(args.checkpoint)
     info = loaded.extra.get("pretrain", {})
     if "intensity" not in loaded.extra:  # written before the band was recorded
         loaded.extra.update(starter_extra(args.starter))
