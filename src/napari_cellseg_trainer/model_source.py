@@ -1,5 +1,6 @@
-"""Open whatever a user gave as a model: a checkpoint file (or a folder's newest), a bioimage.io
-package exported here, or a starter (``starter:nuclei``). The one owner of that choice; the
+"""Open whatever a user gave as a model: a checkpoint file, a bioimage.io package exported
+here, or a starter (``starter:nuclei``). (A folder, for ``resume`` and ``finetune_from``, is
+first resolved to its newest checkpoint by :func:`.checkpoint.resolve_resume`.) The one owner of that choice; the
 formats live below it (:mod:`.checkpoint`, :mod:`.model_package`, :mod:`.starters`).
 """
 
