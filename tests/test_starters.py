@@ -12,6 +12,7 @@ import torch
 from napari_cellseg_trainer import checkpoint as ckpt
 from napari_cellseg_trainer import config, starters
 from napari_cellseg_trainer.cli import main
+from napari_cellseg_trainer.config import starters as registry
 from napari_cellseg_trainer.data.synthetic import synthetic_volume
 from napari_cellseg_trainer.model_source import open_model
 from napari_cellseg_trainer.models import build_model, geometry
@@ -139,7 +140,7 @@ def test_missing_or_damaged_weights_say_how_to_reinstall(
     folder.mkdir()
     if content is not None:
         (folder / "nuclei.pt").write_bytes(content)
-    monkeypatch.setattr(starters, "FOLDER", folder)
+    monkeypatch.setattr(registry, "FOLDER", folder)
     image = tmp_path / "img.tif"
     import tifffile
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from qtpy.QtWidgets import QPushButton
 
 from napari_cellseg_trainer._qt.predict_widget import PredictWidget
 from napari_cellseg_trainer.cli import main
@@ -402,3 +403,39 @@ def test_evaluate_correct_and_fine_tune_work_on_the_kept_probabilities(
     assert len(inferences) == 2 and panel.result.complete
     assert tools.before and "IoU" in tools.before[0]  # the scores before, to compare
     assert any("fine-tuned" in m for s, m in notes if s == "info")
+
+
+def test_a_volume_unlike_the_training_data_is_warned_beside_the_preview(
+    panel, viewer, qtbot, notes
+):
+    from napari_cellseg_trainer.data import make_sample
+
+    like_training, _, _ = make_sample("filaments", (9, 60, 70), seed=5)
+    viewer.add_image(like_training, name="like")
+    panel.set_image(viewer.layers["like"])
+    run(panel, qtbot, panel.preview)
+    assert panel.shift_label.isHidden()
+    bright = viewer.add_image(np.sqrt(np.sqrt(like_training + 0.2)), name="bright")
+    panel.set_image(bright)
+    run(panel, qtbot, panel.preview)
+    assert not panel.shift_label.isHidden() and "percentile" in panel.shift_label.text()
+    assert any("differ from the training data" in message for _, message in notes)
+    panel.set_image(viewer.layers["like"])
+    run(panel, qtbot, panel.preview)
+    assert panel.shift_label.isHidden()  # cleared by the next prediction
+
+
+def test_a_starter_button_loads_the_starter_model(viewer, notes):
+    from napari_cellseg_trainer.config.starters import STARTERS
+
+    widget = PredictWidget(viewer)
+    installed = [s for s in STARTERS.values() if s.installed]
+    assert installed, "the starters ship with the package"
+    for starter in installed:
+        (button,) = [
+            b for b in widget.findChildren(QPushButton) if b.text() == f"Starter: {starter.name}"
+        ]
+        button.click()
+        cfg = widget.form.cfg
+        assert cfg.model_path == starter.reference and cfg.model.name == starter.model
+        assert cfg.Normalization == 21 and "recipe 21" in widget.status.text()

@@ -411,3 +411,35 @@ def test_the_loss_curve_is_drawn_outside_the_gui_thread(panel, qtbot, monkeypatc
     pixels = np.frombuffer(gray.constBits().asstring(gray.sizeInBytes()), np.uint8)
     assert pixels.min() < 128 and pixels.max() == 255
     assert plot.save_png(tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_start_from_chooses_the_starter_random_weights_or_a_checkpoint(
+    panel, tmp_path, monkeypatch
+):
+    from napari_cellseg_trainer._qt import train_tools
+    from napari_cellseg_trainer.config.starters import STARTERS
+
+    tools = panel.tools
+    panel.form.set_value("model.name", "unet_xy_zoom")
+    tools.start_box.activated.emit(0)  # the starter model
+    cfg = panel.form.cfg
+    if STARTERS["nuclei"].installed:
+        assert cfg.finetune_from == "starter:nuclei" and cfg.normalization == 21
+        assert "starting from starter:nuclei" in panel.status.text()
+    panel.form.set_value("model.zoom_ratio", 2)
+    tools.start_box.activated.emit(0)
+    assert panel.form.cfg.finetune_from is None
+    assert "no starter model fits" in panel.status.text()
+    checkpoint = tmp_path / "mine.pytorch"
+    checkpoint.write_bytes(b"x")
+    monkeypatch.setattr(
+        train_tools.QFileDialog, "getOpenFileName", lambda *a, **k: (str(checkpoint), "")
+    )
+    tools.start_box.activated.emit(2)
+    assert panel.form.cfg.finetune_from == str(checkpoint)
+    assert tools.start_box.currentIndex() == 2
+    tools.start_box.activated.emit(1)
+    assert panel.form.cfg.finetune_from is None and "random weights" in panel.status.text()
+    monkeypatch.setattr(train_tools.QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    tools.start_box.activated.emit(2)  # cancelled: stays on random weights
+    assert tools.start_box.currentIndex() == 1 and panel.form.cfg.finetune_from is None

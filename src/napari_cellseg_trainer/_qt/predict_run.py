@@ -27,6 +27,7 @@ class Relay(QObject):
 
     progress = Signal(float, int)  # tiles (or blocks) done, fractions too; how many in all
     note = Signal(str)  # e.g. the automatic tile chosen
+    warn = Signal(str)  # a doubt on the result: the volume is unlike the training data
 
 
 @dataclass
@@ -153,7 +154,7 @@ def run_segmentation(
 
     device = select_device(cfg.device)
     model = _model(cfg, device, model_cache)
-    callbacks = Callbacks(relay.progress.emit, cancel.is_set, relay.note.emit)
+    callbacks = Callbacks(relay.progress.emit, cancel.is_set, relay.note.emit, relay.warn.emit)
     if planes is not None:  # a few planes: little to give back, and it runs often
         return planes, segment(model, image, _probabilities(cfg), device, callbacks, planes)
     try:

@@ -19,11 +19,12 @@ import numpy as np
 from magicgui import widgets
 from napari.layers import Image
 from napari.qt.threading import WorkerBase
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QLabel, QVBoxLayout
 
 from .. import config as config_mod
 from ..config import ConfigError
+from ..config.starters import STARTERS, is_starter
 from ..errors import UserInputError
 from . import predict_run as run
 from .config_form import ConfigForm
@@ -71,6 +72,10 @@ _WHOLE_TIP = (
 _STEPS = 1000  # the progress bar's resolution
 
 
+def _tip(starter) -> str:
+    return f"Predict with {starter.describe()}, a pretrained model of {starter.summary}, as it is"
+
+
 class PredictWidget(WorkerPanel):
     """Dock widget: segment an image layer with a checkpoint, tune the threshold, save."""
 
@@ -83,6 +88,7 @@ class PredictWidget(WorkerPanel):
         self._relay = run.Relay()
         self._relay.progress.connect(self._on_progress)
         self._relay.note.connect(self._on_note)
+        self._relay.warn.connect(self._on_warn)
         self._started_at = 0.0
         self._unit = "tiles"
 
@@ -116,11 +122,27 @@ class PredictWidget(WorkerPanel):
         self.preview_button, self.whole_button, self.cancel_button = buttons
         self.tile_label = QLabel("tile: chosen when segmenting (size_in auto)", self)
         self.tile_label.setWordWrap(True)
+        self.shift_label = QLabel("", self)  # the intensity-shift warning, beside the preview
+        self.shift_label.setWordWrap(True)
+        self.shift_label.setStyleSheet("color: #e8a33d")
+        self.shift_label.setVisible(False)
+        starters = push_buttons(
+            self,
+            *(
+                (
+                    f"Starter: {s.name}",
+                    functools.partial(self.load_checkpoint, s.reference),
+                    _tip(s),
+                )
+                for s in STARTERS.values()
+            ),
+        )
         self.status.setText("choose a checkpoint and an image layer")
 
         self.outputs = OutputTools(self.form, self.shown, self)
         self.results = ResultTools(self.form, self.shown, self.image, self, self.use_fine_tuned)
-        items = [top.native, self.form, grid(buttons), self.progress, self.tile_label, self.status]
+        items = [top.native, grid(starters), self.form, grid(buttons), self.progress]
+        items += [self.tile_label, self.shift_label, self.status]
         items += [bottom.native, self.outputs, self.results]
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -151,7 +173,7 @@ class PredictWidget(WorkerPanel):
         from ..model_source import open_model
 
         path = self.form.cfg.model_path
-        if not path or not Path(path).expanduser().is_file():
+        if not path or not (is_starter(path) or Path(path).expanduser().is_file()):
             return False
         try:
             defaults = defaults_from_checkpoint(open_model(path))
@@ -306,6 +328,7 @@ class PredictWidget(WorkerPanel):
 
     def _begin(self, line: str, unit: str) -> None:
         self._cancel.clear()
+        self.shift_label.setVisible(False)
         self._unit = unit
         self.progress.setValue(0)
         self.progress.setFormat("%p%")
@@ -322,6 +345,13 @@ class PredictWidget(WorkerPanel):
 
     def _on_note(self, line: str) -> None:
         self.tile_label.setText(line)
+
+    def _on_warn(self, line: str) -> None:
+        """The volume is unlike the model's training data: said beside the preview, and once as
+        a notification."""
+        self.shift_label.setText(f"⚠ {line}")
+        self.shift_label.setVisible(True)
+        show_warning(line)
 
     def _on_result(self, layer_name: str, output: tuple[tuple[int, int], np.ndarray]) -> None:
         planes, prob = output

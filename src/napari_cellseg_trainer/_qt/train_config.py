@@ -155,8 +155,21 @@ def advise(cfg: config_mod.TrainConfig, budget: int | None) -> tuple[config_mod.
     return cfg, line
 
 
+def start_from(form: ConfigForm, start: str) -> str:
+    """Set where the form's training starts (``starter``, ``scratch`` or a checkpoint's path):
+    finetune_from, and for a starter its learning rate and normalisation; the line that says it.
+    """
+    cfg = form.cfg.copy()
+    line = config_mod.starting_point(cfg, start)
+    form.set_config(cfg)
+    return f"training starts {line}" if not line.startswith("starting") else line
+
+
 def quick(
-    cfg: config_mod.TrainConfig, image_shape: tuple[int, int, int] | None, minutes: float
+    cfg: config_mod.TrainConfig,
+    image_shape: tuple[int, int, int] | None,
+    minutes: float,
+    start: str = config_mod.STARTER,
 ) -> tuple[config_mod.TrainConfig, str]:
     """The quick preset for the form's model and data (worker thread: it probes real steps)."""
     from ..training.quick import quick_preset
@@ -169,6 +182,7 @@ def quick(
         minutes=minutes,
         device=cfg.device,
         image_shape=image_shape,
+        start=start,
     )
     return chosen, line
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLineEdit, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QLineEdit, QWidget
 
 from .. import config as config_mod
 from ..config import Problem
@@ -30,6 +30,11 @@ _QUICK_TIP = (
     "Settings chosen for this machine (a few seconds' probe of real steps) for a good model of "
     "your data within the minutes given"
 )
+_START_TIP = (
+    "Where training starts: the starter model that fits the model (a generalist that a few "
+    "minutes of your labels adapt), random weights, or a checkpoint of yours (finetune_from)"
+)
+START_CHOICES = ("starter model", "random weights", "a checkpoint…")
 _ADVISE_TIP = (
     "The largest size_in and a batch_size whose step fits the memory (the GPU's free memory, "
     "or half the RAM; or the number in the box), with the time it takes"
@@ -61,9 +66,18 @@ class ConfigTools(QWidget):
         self.memory_box = QLineEdit(self)
         self.memory_box.setPlaceholderText("memory, e.g. 8GB")
         self.memory_box.setToolTip("Memory budget for Advise sizes; empty: this machine's")
+        self.start_box = QComboBox(self)
+        self.start_box.addItems(START_CHOICES)
+        self.start_box.setToolTip(_START_TIP)
+        self.start_box.activated.connect(self._start_chosen)
+        self._start = config_mod.STARTER  # or scratch, or a checkpoint's path
         layout = grid([*buttons[:5], self.minutes_box], 3)  # the minutes beside Quick preset
         layout.addWidget(self.memory_box, 2, 0, 1, 2)
         layout.addWidget(self.advise_button, 2, 2)
+        start_label = QLabel("Start from", self)
+        start_label.setToolTip(_START_TIP)
+        layout.addWidget(start_label, 3, 0)
+        layout.addWidget(self.start_box, 3, 1, 1, 2)
         layout.setContentsMargins(0, 0, 0, 0)
         self.setLayout(layout)
 
@@ -73,6 +87,7 @@ class ConfigTools(QWidget):
             w.setEnabled(not busy)
         for w in (self.quick_button, self.advise_button, self.minutes_box, self.memory_box):
             w.setEnabled(not busy)
+        self.start_box.setEnabled(not busy)
 
     # ------------------------------------------------------------------ files
 
@@ -104,6 +119,24 @@ class ConfigTools(QWidget):
     def use_sample_preset(self) -> None:
         self.form.set_config(train_config.sample_preset())
 
+    def start_from(self, start: str) -> None:
+        """``starter``, ``scratch`` or a checkpoint's path: into the form, and said."""
+        self._start = start
+        self.start_box.setCurrentIndex(_choice(start))
+        self.runner.status.setText(train_config.start_from(self.form, start))
+
+    def _start_chosen(self, index: int) -> None:
+        if index < 2:
+            self.start_from((config_mod.STARTER, config_mod.SCRATCH)[index])
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Start from a checkpoint", "", "Checkpoints (*.pytorch *.pth *.pt *.zip)"
+        )
+        if path:
+            self.start_from(path)
+        else:  # cancelled: the choice stays what it was
+            self.start_box.setCurrentIndex(_choice(self._start))
+
     def use_quick_preset(self) -> WorkerBase | None:
         """Probe this machine (a worker: it takes seconds), then fill the form and explain."""
         self.runner.status.setText("quick preset: timing a few real steps on this machine…")
@@ -112,6 +145,7 @@ class ConfigTools(QWidget):
             self.form.cfg.copy(),
             self._smallest_image(),
             float(self.minutes_box.value()),
+            self._start,
             on_return=self._preset_chosen,
         )
 
@@ -157,3 +191,8 @@ class ConfigTools(QWidget):
         self.form.set_config(cfg)
         self.runner.status.setText(line)
         show_info("sizes set by the advisor (details in the panel)")
+
+
+def _choice(start: str) -> int:
+    """The index in START_CHOICES of ``starter``, ``scratch`` or a checkpoint's path."""
+    return {config_mod.STARTER: 0, config_mod.SCRATCH: 1}.get(start, 2)

@@ -15,7 +15,7 @@ from .checks import check_paths, problems_of, unwritable_dir, validate, validate
 from .fields import ConfigError, FieldSpec, Kind, Problem, get_value, iter_fields, set_value
 from .network import ModelSection, NetworkFields
 from .predict import PredictConfig, PredictMode
-from .presets import demo_config, template
+from .presets import SCRATCH, STARTER, demo_config, starting_point, template
 from .train import PRECISIONS, LoaderSection, LossSection, TrainConfig, ValidationSection
 from .yaml_io import (
     apply_overrides,
@@ -32,6 +32,8 @@ from .yaml_io import (
 
 __all__ = [
     "PRECISIONS",
+    "SCRATCH",
+    "STARTER",
     "ConfigError",
     "FieldSpec",
     "Kind",
@@ -58,6 +60,7 @@ __all__ = [
     "parse_yaml",
     "problems_of",
     "read_yaml",
+    "starting_point",
     "save_config",
     "set_field",
     "template",

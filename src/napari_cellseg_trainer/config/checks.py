@@ -15,7 +15,8 @@ from ..normalization import RECIPES
 from .fields import Problem
 from .network import NetworkFields
 from .predict import PredictConfig
-from .train import STARTER_PREFIX, TrainConfig
+from .starters import is_starter
+from .train import TrainConfig
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 
@@ -167,7 +168,7 @@ def check_paths(cfg: TrainConfig) -> list[Problem]:
             problems.append(Problem("checkpoint_dir", problem))
     for key in ("resume", "finetune_from"):
         value = getattr(cfg, key)
-        if value and not value.startswith(STARTER_PREFIX) and not Path(value).expanduser().exists():
+        if value and not is_starter(value) and not Path(value).expanduser().exists():
             problems.append(Problem(key, f"{value!r} does not exist"))
     return problems
 

@@ -1,9 +1,15 @@
-"""Starting points: the seed's template per model, and the Sample preset for a laptop CPU."""
+"""Starting points: the seed's template per model, the Sample preset for a laptop CPU, and
+where a training starts (a starter model, random weights, a checkpoint)."""
 
 from __future__ import annotations
 
 from ..models import geometry
+from .starters import fitting_starter
 from .train import TrainConfig
+
+ROBUST_NORMALIZATION = 21  # percentiles 5-95: the quick preset's and the starters'
+STARTER, SCRATCH = "starter", "scratch"  # where a training starts (or a checkpoint's path)
+FINETUNE_LEARNING_RATE = 3e-4  # from a starter: measured on nuclei_1135's held-out slab
 
 
 def template(model: str = "unet_xy", zoom_ratio: int = 3) -> TrainConfig:
@@ -39,3 +45,25 @@ def demo_config(datafolder: str, checkpoint_dir: str) -> TrainConfig:
     cfg.seed = 0
     cfg.preview_every_n_iter = 5
     return cfg
+
+
+def starting_point(cfg: TrainConfig, start: str) -> str:
+    """Set where ``cfg``'s training starts (``finetune_from``, learning rate); say it in words."""
+    if start == SCRATCH:
+        cfg.finetune_from = None
+        return "from random weights"
+    if start != STARTER:
+        cfg.finetune_from = start
+        cfg.learning_rate = FINETUNE_LEARNING_RATE
+        return f"fine-tuning {start}"
+    chosen = fitting_starter(cfg)
+    if chosen is None:
+        cfg.finetune_from = None
+        return "from random weights (no starter model fits this model)"
+    if not chosen.installed:
+        cfg.finetune_from = None
+        return f"from random weights ({chosen.describe()} is not installed)"
+    cfg.finetune_from = chosen.reference
+    cfg.learning_rate = FINETUNE_LEARNING_RATE
+    cfg.normalization = ROBUST_NORMALIZATION  # the starters' recipe travels into the fine-tune
+    return f"starting from {chosen.describe()}, a model pretrained for {chosen.summary}"

@@ -15,8 +15,6 @@ from .network import MACHINE, OK, OURS, PIN, NetworkFields
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-STARTER_PREFIX = "starter:"  # finetune_from / model_path: a starter shipped with the plugin
-
 
 @dataclass
 class LossSection:

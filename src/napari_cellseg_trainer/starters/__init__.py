@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,59 +22,23 @@ import torch
 
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from ..config import NetworkFields, Problem, TrainConfig
-from ..config.train import STARTER_PREFIX
+from ..config.starters import STARTER_PREFIX, STARTERS, Starter, fitting_starter, is_starter
 
-FOLDER = Path(__file__).resolve().parent
+__all__ = [
+    "STARTERS",
+    "STARTER_PREFIX",
+    "Starter",
+    "card",
+    "check_fits",
+    "config_problems",
+    "export_starter",
+    "fitting_starter",
+    "is_starter",
+    "load_starter",
+    "starter",
+]
+
 REINSTALL = "pip install --force-reinstall napari-cellseg-trainer"
-
-
-@dataclass(frozen=True)
-class Starter:
-    name: str
-    model: str
-    zoom_ratio: int
-    nchannel: int
-    nclass: tuple[int, int, int]
-    summary: str
-
-    @property
-    def file(self) -> Path:
-        return FOLDER / f"{self.name}.pt"
-
-    @property
-    def reference(self) -> str:
-        """How a config or the command line names it: ``starter:NAME``."""
-        return f"{STARTER_PREFIX}{self.name}"
-
-    @property
-    def installed(self) -> bool:
-        return self.file.is_file()
-
-    def describe(self) -> str:
-        zoom = f", zoom_ratio {self.zoom_ratio}" if self.model == "unet_xy_zoom" else ""
-        return f"{self.reference} ({self.model}{zoom})"
-
-    def fits(self, network: NetworkFields) -> bool:
-        same_zoom = self.model != "unet_xy_zoom" or network.model.zoom_ratio == self.zoom_ratio
-        return (
-            network.model.name == self.model
-            and same_zoom
-            and network.nchannel == self.nchannel
-            and tuple(network.nclass) == self.nclass
-        )
-
-
-STARTERS: dict[str, Starter] = {
-    "nuclei": Starter("nuclei", "unet_xy_zoom", 3, 1, (2, 2, 2), "nuclei (large round structures)"),
-    "boundaries": Starter(
-        "boundaries", "unet_xy", 3, 1, (2, 2, 2), "cell boundaries, membranes, thin structures"
-    ),
-}
-
-
-def is_starter(reference: Any) -> bool:
-    """Whether ``reference`` (a path or text) names a starter, ``starter:NAME``."""
-    return isinstance(reference, str) and reference.startswith(STARTER_PREFIX)
 
 
 def starter(reference: str) -> Starter:
@@ -84,11 +48,6 @@ def starter(reference: str) -> Starter:
         known = ", ".join(s.describe() for s in STARTERS.values())
         raise CheckpointError(f"unknown starter {reference!r}; the starters are {known}")
     return STARTERS[name]
-
-
-def fitting_starter(network: NetworkFields) -> Starter | None:
-    """The starter whose network is ``network``'s, if any."""
-    return next((s for s in STARTERS.values() if s.fits(network)), None)
 
 
 def check_fits(reference: str, network: NetworkFields) -> Starter:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
+from ..config.presets import ROBUST_NORMALIZATION, STARTER, starting_point
 from ..devices import available_ram, select_device
 from ..errors import UserInputError
 from ..model_source import open_model
@@ -30,7 +31,6 @@ from ..models.memory import (
     layer_shapes,
     parameter_count,
 )
-from ..starters import fitting_starter
 from .folders import RUN_PREFIX
 from .probe import StepSpeed, probe_step_speed
 
@@ -44,9 +44,6 @@ LEARNING_RATE = 1e-3  # with warm-up and cosine decay. Measured on real nuclei (
 SCORES_PER_RUN = 5  # held-out scores in a run: scoring the slab costs about a third of a
 # one-minute epoch, so epochs of a fifth of the budget (at least a minute) leave it to training
 SAMPLE_PRESET_VOXELS_PER_STEP = 4 * 12 * 12 * 2  # the Sample preset: [4, 12, 12] x batch 2
-ROBUST_NORMALIZATION = 21  # percentiles 5-95: the starters' too
-STARTER, SCRATCH = "starter", "scratch"  # where the quick preset starts (or a checkpoint)
-FINETUNE_LEARNING_RATE = 3e-4  # from a starter: measured on nuclei_1135's held-out slab
 
 
 class PresetError(UserInputError, ValueError):
@@ -209,24 +206,6 @@ def quick_preset(
     cfg.preview_every_n_iter = 1
     cfg.device = device
     return cfg, f"{choice.explain(minutes)}; {starting_point(cfg, start)}"
-
-
-def starting_point(cfg: TrainConfig, start: str) -> str:
-    """Set where ``cfg``'s training starts (``finetune_from``, learning rate); say it in words."""
-    if start == SCRATCH:
-        return "from random weights"
-    if start != STARTER:
-        cfg.finetune_from = start
-        cfg.learning_rate = FINETUNE_LEARNING_RATE
-        return f"fine-tuning {start}"
-    chosen = fitting_starter(cfg)
-    if chosen is None:
-        return "from random weights (no starter model fits this model)"
-    if not chosen.installed:
-        return f"from random weights ({chosen.describe()} is not installed)"
-    cfg.finetune_from = chosen.reference
-    cfg.learning_rate = FINETUNE_LEARNING_RATE
-    return f"starting from {chosen.describe()}, a model pretrained for {chosen.summary}"
 
 
 def fine_tune_preset(checkpoint: Path, minutes: float = 3.0) -> TrainConfig:
