@@ -52,6 +52,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--starter", required=True, help="nuclei or boundaries")
     e.add_argument("--output", required=True, help="the starter file to write (.pt)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    e.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="RAW:LABELS",
+        help="the real volumes the pretraining used, for the BatchNorm statistics too",
+    )
+    e.add_argument(
+        "--patches",
+        type=int,
+        default=48,
+        help="patches over which the BatchNorm running statistics are averaged again",
+    )
     e.set_defaults(run=run_export)
     s = actions.add_parser("list", help="the starters, what they fit, how they were made")
     s.set_defaults(run=run_list)
@@ -96,13 +109,14 @@ def run_export(args: argparse.Namespace) -> int:
 
     from ..model_source import CheckpointError, open_model
     from ..starters import export_starter, size_mb
-    from ..training.pretrain import starter_extra
+    from ..training.pretrain import RealVolume, calibrated, starter_extra
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise CheckpointError(f"{output} exists; give --overwrite to replace it")
 
-    loaded = open_model(args.checkpoint)
+    real = [RealVolume.read(spec) for spec in args.real]
+    loaded = calibrated(open_model(args.checkpoint), args.starter, real, args.patches)
     info = loaded.extra.get("pretrain", {})
     if "intensity" not in loaded.extra:  # written before the band was recorded
         loaded.extra.update(starter_extra(args.starter))
