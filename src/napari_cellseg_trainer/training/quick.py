@@ -31,7 +31,7 @@ from ..models.memory import (
     parameter_count,
 )
 from .folders import RUN_PREFIX
-from .probe import StepSpeed, probe_step_speed
+from .probe import StepSpeed, fastest_cpu_step, probe_step_speed
 
 MIN_STEPS = 40  # steps the time budget holds at least: enough updates to learn from (measured:
 # on real nuclei a [48, 132, 132] patch beat the threshold baseline from ~15 steps)
@@ -158,7 +158,8 @@ def quick_preset(
     taken off its longest y-x axis before the patch must fit.
     """
     torch_device = select_device(device)
-    speed = probe_step_speed(model, torch_device, zoom_ratio)
+    cpu = fastest_cpu_step(model, torch_device, zoom_ratio) if torch_device.type == "cpu" else None
+    speed = cpu.speed if cpu is not None else probe_step_speed(model, torch_device, zoom_ratio)
     shape = None
     if image_shape is not None:
         shape = list(image_shape)
@@ -198,7 +199,13 @@ def quick_preset(
     cfg.run_subfolder = True
     cfg.preview_every_n_iter = 1
     cfg.device = device
-    return cfg, choice.explain(minutes)
+    line = choice.explain(minutes)
+    if cpu is not None:  # the probe's step setting; an old-style fp32 config where it had none
+        if cpu.native_bf16:
+            cfg.precision, cfg.channels_last = speed.precision, speed.channels_last
+        cfg.num_threads = cpu.threads
+        line += f"; {cpu.describe()}"
+    return cfg, line
 
 
 def fine_tune_preset(checkpoint: Path, minutes: float = 3.0) -> TrainConfig:
