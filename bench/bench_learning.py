@@ -1,5 +1,6 @@
 """Learning on real data: the quick preset for N minutes on one half of a real volume, scored on
-the other half against a smoothed-Otsu threshold.
+the other half against a smoothed-Otsu threshold. It prints the step setting the quick preset's
+probe chose (precision, channels-last, threads) and the steps done.
 
 The volume is ../shared/data/nuclei_1137 (100^3 confocal nuclei with curated labels; see its
 README). The half x < 50 becomes a training folder, the quick preset is chosen for this machine
@@ -41,6 +42,7 @@ from napari_cellseg_trainer.training.events import (
     IterationEnd,
     Notice,
     TrainingFinished,
+    TrainingStarted,
 )
 from napari_cellseg_trainer.training.probe import random_batch, step_config
 from napari_cellseg_trainer.training.quick import quick_preset
@@ -63,9 +65,12 @@ def otsu_iou(raw: np.ndarray, truth: np.ndarray) -> float:
     return iou(smooth > threshold_otsu(smooth), truth)
 
 
-def voxels_per_second(size_in, batch: int, steps: int = 2) -> float:
+def voxels_per_second(
+    size_in, batch: int, steps: int = 2, precision: str = "fp32", channels_last: bool = False
+) -> float:
     """Supervised voxels per second of real training steps of this patch, here."""
     cfg = step_config("unet_xy", size_in, batch)
+    cfg.precision, cfg.channels_last = precision, channels_last
     step = TrainingStep(cfg, torch.device("cpu"))
     tensors = random_batch(cfg, torch.device("cpu"))
     step(*tensors)  # the first step sets Adam up
@@ -132,7 +137,7 @@ def main() -> int:
         f"{cfg.loader.PatchPerBuffer}"
     )
     started = time.monotonic()
-    iterations, last, scores = 0, None, []
+    iterations, last, scores, step_precision = 0, None, [], "fp32"
     for event in recorded_training(cfg):
         if isinstance(event, IterationEnd):
             iterations = event.iteration
@@ -143,6 +148,10 @@ def main() -> int:
                 f"  held-out IoU {event.iou:.3f} (at {event.threshold:.2f}: {event.iou_at_threshold:.3f})",
                 flush=True,
             )
+        elif isinstance(event, TrainingStarted):
+            step_precision = event.precision
+            threads = cfg.num_threads or f"{torch.get_num_threads()} (torch's default)"
+            print(f"  training on {event.device} in {event.precision}, threads {threads}")
         elif isinstance(event, Notice):
             print(f"  {event.level}: {event.text}")
         elif isinstance(event, TrainingFinished):
@@ -167,7 +176,12 @@ def main() -> int:
     everything = iou(np.ones_like(test_truth), test_truth)
 
     sample_rate = voxels_per_second((32, 100, 100), 2)
-    quick_rate = voxels_per_second(tuple(cfg.size_in), cfg.loader.batch_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads or threads)
+    quick_rate = voxels_per_second(
+        tuple(cfg.size_in), cfg.loader.batch_size, 2, step_precision, cfg.channels_last
+    )
+    torch.set_num_threads(threads)
     print()
     print(
         f"trained {trained_s / 60:.1f} min ({iterations} iterations); predicted the other half "
@@ -182,7 +196,8 @@ def main() -> int:
             f"                learned IoU at the held-out slab's threshold {defaults.threshold:.2f}: {tuned:.3f}"
         )
     print(
-        f"supervised voxels/s: quick patch {cfg.size_in} batch {cfg.loader.batch_size} {quick_rate:,.0f}"
+        f"supervised voxels/s: quick patch {cfg.size_in} batch {cfg.loader.batch_size} "
+        f"{step_precision}{'+cl' if cfg.channels_last else ''} {quick_rate:,.0f}"
         f"   Sample preset [32, 100, 100] batch 2 {sample_rate:,.0f}   ({quick_rate / sample_rate:.0f}x)"
     )
     print(f"checkpoint: {last}")

@@ -6,16 +6,28 @@ optimiser, events and previews. Both run in this one process, so the ratio is fa
 
     python bench/bench_train_step.py [--size-in 32 100 100] [--batch 2] [--iters 12]
 
-On a GPU, ``--modes fp32 bf16 bf16+cl bf16+cl+compile`` times the bare step in each speed
-setting (precision, channels-last layout, torch.compile) against fp32 eager instead:
+``--modes fp32 bf16 bf16+cl bf16+cl+compile`` times the bare step in each speed setting
+(precision, channels-last layout, torch.compile) against the first mode instead, with the
+supervised voxels per second and the achieved multiply-adds per second against the device's
+peak (on a CPU: :func:`napari_cellseg_trainer.devices.cpu_peak`, its formula printed). A
+training step is counted as 3 forward passes of multiply-adds (the forward, the gradient of
+the input and of the weights; the first layer's input gradient, not computed, is a rounding
+error), the forward's from the exact layer shapes (``models.memory.layer_shapes``).
 
+    python bench/bench_train_step.py --device cpu --size-in 48 124 132 --batch 1 --iters 3 \
+        --modes fp32 bf16 fp32+cl bf16+cl
     python bench/bench_train_step.py --device cuda --size-in 48 148 148 --batch 8 \
         --modes fp32 bf16 bf16+cl bf16+cl+compile
+
+On a CPU without native bfloat16 (AVX-512 BF16, AMX) the bf16 modes are skipped: torch has
+no fast bfloat16 convolution there (measured: 38x slower than fp32 at [29, 92, 92]);
+``--emulated`` times them anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -25,7 +37,9 @@ import torch
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
+from napari_cellseg_trainer.devices import cpu_peak, native_cpu_bf16
 from napari_cellseg_trainer.models import build_model, geometry
+from napari_cellseg_trainer.models.memory import layer_shapes
 from napari_cellseg_trainer.training import AuxLoss, IterationEnd, train
 from napari_cellseg_trainer.training.precision import maybe_compile, step_options
 
@@ -113,13 +127,58 @@ def loop_step_times(
     return gaps[warmup - 1 :]
 
 
+def time_modes(args, step: tuple) -> dict[str, float]:
+    """The bare step's median seconds in each of ``args.modes``, printed with its rates."""
+    size_out, batch = step[1], step[2]
+    work = 3 * float(layer_shapes("unet_xy").multiply_adds(*args.size_in)) * batch
+    peak = cpu_peak(args.ghz, args.fma_units) if args.device == "cpu" else None
+    print(
+        f"torch {torch.__version__} on {args.device} ({torch.get_num_threads()} threads), unet_xy "
+        f"{args.size_in} -> {list(size_out)}, batch {batch}; {work / 1e9:,.0f} G multiply-adds "
+        f"a step (3 x forward)"
+    )
+    if peak is not None:
+        print(f"CPU peak: {peak}; native bfloat16: {'yes' if native_cpu_bf16() else 'no'}")
+    base, medians = None, {}
+    for mode in args.modes:
+        if _skipped(mode, args):
+            continue
+        times = bare_step_times(*step, warmup=args.warmup, mode=mode, device=args.device)
+        medians[mode] = median = statistics.median(times)
+        base = base or median
+        rate = work / median
+        versus = ""
+        if peak is not None:
+            precision = "bf16" if mode.startswith("bf16") else "fp32"
+            versus = f" = {rate / peak.macs_per_second(precision):.0%} of the {precision} peak"
+        print(
+            f"{mode:>18}: median {median:.3f} s per step (of {len(times)}), "
+            f"{base / median:.2f}x of {next(iter(medians))}; "
+            f"{math.prod(size_out) * batch / median:,.0f} supervised voxels/s; "
+            f"{rate / 1e9:.1f} GMAC/s{versus}",
+            flush=True,
+        )
+    return medians
+
+
+def _skipped(mode: str, args) -> bool:
+    if not mode.startswith("bf16") or args.device != "cpu" or native_cpu_bf16() or args.emulated:
+        return False
+    print(f"{mode:>18}: skipped: this CPU has no native bfloat16 (--emulated times it anyway)")
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-in", type=int, nargs=3, default=[32, 100, 100])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--modes", nargs="+", help="time the bare step in these speed settings")
+    parser.add_argument("--emulated", action="store_true", help="time bf16 without native bf16")
+    parser.add_argument("--ghz", type=float, help="the CPU clock for the peak (default: read)")
+    parser.add_argument("--fma-units", type=int, help="FMA units per core (default: assumed)")
     parser.add_argument(
         "--loop",
         metavar="MODE",
@@ -130,19 +189,7 @@ def main() -> None:
     size_out = geometry.size_out("unet_xy", args.size_in)
     step = (args.size_in, size_out, args.batch, args.iters)
     if args.modes:
-        print(
-            f"torch {torch.__version__} on {args.device}, unet_xy {args.size_in}, batch {args.batch}"
-        )
-        base, medians = None, {}
-        for mode in args.modes:
-            times = bare_step_times(*step, mode=mode, device=args.device)
-            medians[mode] = median = statistics.median(times)
-            base = base or median
-            print(
-                f"{mode:>18}: median {median:.3f} s per step, {base / median:.2f}x of"
-                f" {args.modes[0]}",
-                flush=True,
-            )
+        medians = time_modes(args, step)
         if args.loop:
             where = {"mode": args.loop, "device": args.device}
             bare = medians.get(args.loop) or statistics.median(bare_step_times(*step, **where))
