@@ -55,8 +55,16 @@ def mode_config(mode: str) -> config.TrainConfig:
 
 
 def bare_step_times(
-    size_in, size_out, batch: int, iters: int, warmup: int = 2, mode: str = "fp32", device="cpu"
+    size_in,
+    size_out,
+    batch: int,
+    iters: int,
+    warmup: int = 2,
+    mode: str = "fp32",
+    device="cpu",
+    cpu_times: list[float] | None = None,
 ) -> list[float]:
+    """Wall seconds of each timed step; ``cpu_times`` gets the process's CPU seconds of each."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -74,7 +82,7 @@ def bare_step_times(
     cost = torch.ones(batch, *size_out, device=device)
     times = []
     for i in range(warmup + iters):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with options.autocast(device):
             outputs = model(raw)
         loss = loss_fn([o.float() for o in outputs], label, cost)
@@ -89,6 +97,8 @@ def bare_step_times(
         float(loss.detach())  # waits for the GPU
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            if cpu_times is not None:
+                cpu_times.append(time.process_time() - cpu_start)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         print(f"  {mode}: peak GPU memory {peak:.2f} GiB", flush=True)
@@ -143,22 +153,39 @@ def time_modes(args, step: tuple) -> dict[str, float]:
     for mode in args.modes:
         if _skipped(mode, args):
             continue
-        times = bare_step_times(*step, warmup=args.warmup, mode=mode, device=args.device)
+        cpu: list[float] = []
+        times = bare_step_times(
+            *step, warmup=args.warmup, mode=mode, device=args.device, cpu_times=cpu
+        )
         medians[mode] = median = statistics.median(times)
         base = base or median
         rate = work / median
-        versus = ""
-        if peak is not None:
-            precision = "bf16" if mode.startswith("bf16") else "fp32"
-            versus = f" = {rate / peak.macs_per_second(precision):.0%} of the {precision} peak"
         print(
             f"{mode:>18}: median {median:.3f} s per step (of {len(times)}), "
             f"{base / median:.2f}x of {next(iter(medians))}; "
             f"{math.prod(size_out) * batch / median:,.0f} supervised voxels/s; "
-            f"{rate / 1e9:.1f} GMAC/s{versus}",
+            f"{rate / 1e9:.1f} GMAC/s",
             flush=True,
         )
+        if peak is not None:
+            print(" " * 20 + _against_peak(mode, rate, statistics.median(cpu) / median, peak))
     return medians
+
+
+def _against_peak(mode: str, rate: float, cpu_per_wall: float, peak) -> str:
+    """The achieved rate against the peak, per wall second and per CPU second received.
+
+    Other processes on the cores take some of the wall time; the rate per CPU second the step
+    got (its threads' busy time, spin-waits included) is the efficiency while it ran.
+    """
+    precision = "bf16" if mode.startswith("bf16") else "fp32"
+    whole = peak.macs_per_second(precision)
+    busy = cpu_per_wall / peak.cores  # the share of the cores this process had
+    return (
+        f"{rate / whole:.0%} of the {precision} peak; the step had {busy:.0%} of the "
+        f"{peak.cores} cores (CPU {cpu_per_wall:.2f} s per second): "
+        f"{rate / busy / whole:.0%} of the peak per CPU second received"
+    )
 
 
 def _skipped(mode: str, args) -> bool:

@@ -230,6 +230,8 @@ def test_auto_prediction_runs_the_trial_once_then_keeps_its_verdict(cpu_flags, m
     args = (model, image, (3, 8, 8), (1, 6, 6))
     kwargs = {"tiling": "established", "batch_size": 4}
     got = predict_volume(*args, **kwargs, precision="auto", note=notes.append)
+    trial, rest = model.autocast[:2], model.autocast[2:]
+    assert trial == [True, False] and rest and set(rest) == {wins}  # the verdict holds after
     model.autocast.clear()
     exact = predict_volume(*args, **kwargs, precision="fp32")
     n_batches = len(model.autocast)  # 6 x 16 tiles of 4: well above the trial's minimum

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
-from . import precision as bf16
+from . import precision as arithmetic
 from .progress import LayerProgress
 from .tiling import TILINGS, Accumulator, Corner, TilePlan, blend_window, tile_starts
 
@@ -82,7 +82,7 @@ def predict_volume(
     plan = TilePlan.make(image.shape[1:], size_in, size_out, tiling, overlap, planes, grid)
     accumulator = Accumulator(plan, len(output_pairs), out)
     device = torch.device(device)
-    mode = bf16.resolve(precision, device, -(-len(plan.corners) // batch_size))
+    mode = arithmetic.resolve(precision, device, -(-len(plan.corners) // batch_size))
     runner = TileRunner(model, device, output_pairs, runtime_aug, mode)
     tracker = _TileCounter(len(plan.corners), batch_size, progress, model, plan, runtime_aug)
     with runner, tracker:
@@ -158,7 +158,7 @@ class TileRunner:
         self.pairs, self.runtime_aug = tuple(pairs), runtime_aug
         self._was_training = model.training
         self.mode = mode
-        self.trial: bf16.PrecisionTrial | None = None
+        self.trial: arithmetic.PrecisionTrial | None = None
 
     def __enter__(self) -> TileRunner:
         self._was_training = self.model.training
@@ -200,9 +200,9 @@ class TileRunner:
 
         with torch.inference_mode():
             if self.mode != "trial":
-                with bf16.autocast(self.mode, self.device):
+                with arithmetic.autocast(self.mode, self.device):
                     return compute()
-            probs, self.trial = bf16.run_trial(compute, self.device)
+            probs, self.trial = arithmetic.run_trial(compute, self.device)
         self.mode = "bf16" if self.trial.bf16_wins else "fp32"
         return probs
 
