@@ -40,7 +40,7 @@ from napari_cellseg_trainer.data import write_sample_folder
 from napari_cellseg_trainer.devices import cpu_peak, native_cpu_bf16
 from napari_cellseg_trainer.models import build_model, geometry
 from napari_cellseg_trainer.models.memory import layer_shapes
-from napari_cellseg_trainer.training import AuxLoss, IterationEnd, train
+from napari_cellseg_trainer.training import AuxLoss, BufferDrawn, IterationEnd, train
 from napari_cellseg_trainer.training.precision import maybe_compile, step_options
 
 
@@ -114,11 +114,16 @@ def loop_step_times(
     mode: str = "fp32",
     device: str = "cpu",
     epochs: int = 1,
+    buffer_waits: list[float] | None = None,
+    epoch_shuffle: int | None = None,
 ) -> list[float]:
     """Wall time between consecutive iteration events: everything the loop does per step.
 
     With ``epochs`` > 1 each epoch has ``iters`` iterations and the gaps include the epoch
-    boundaries, where the next patch buffer (built in the background) takes over.
+    boundaries, where the next patch buffer (built in the background) takes over;
+    ``buffer_waits`` gets the seconds the loop waited for each buffer (the first is drawn
+    before training starts, the later ones in the background while the steps run);
+    ``epoch_shuffle``: a new buffer every this many epochs (default: the template's).
     """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "data"
@@ -131,8 +136,16 @@ def loop_step_times(
         per_epoch = warmup + iters if epochs == 1 else iters
         cfg.loader.PatchPerBuffer = batch * per_epoch
         cfg.epochs, cfg.save_every_n_epoch = epochs, epochs
+        cfg.loader.epoch_shuffle = epoch_shuffle or cfg.loader.epoch_shuffle
         cfg.preview_every_n_iter, cfg.device, cfg.seed = 5, device, 0
-        stamps = [time.perf_counter() for e in train(cfg) if isinstance(e, IterationEnd)]
+        stamps, waits = [], []
+        for event in train(cfg):
+            if isinstance(event, IterationEnd):
+                stamps.append(time.perf_counter())
+            elif isinstance(event, BufferDrawn):
+                waits.append(event.seconds)
+    if buffer_waits is not None:
+        buffer_waits.extend(waits)
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return gaps[warmup - 1 :]
 
@@ -212,6 +225,7 @@ def main() -> None:
         help="with --modes: also time the full loop in this setting against its bare step",
     )
     parser.add_argument("--loop-epochs", type=int, default=3)
+    parser.add_argument("--loop-shuffle", type=int, help="a new buffer every N epochs (1: quick)")
     args = parser.parse_args()
     size_out = geometry.size_out("unet_xy", args.size_in)
     step = (args.size_in, size_out, args.batch, args.iters)
@@ -220,13 +234,24 @@ def main() -> None:
         if args.loop:
             where = {"mode": args.loop, "device": args.device}
             bare = medians.get(args.loop) or statistics.median(bare_step_times(*step, **where))
-            gaps = loop_step_times(*step, **where, epochs=args.loop_epochs)
+            waits: list[float] = []
+            gaps = loop_step_times(
+                *step,
+                **where,
+                epochs=args.loop_epochs,
+                buffer_waits=waits,
+                epoch_shuffle=args.loop_shuffle,
+            )
             median, mean = statistics.median(gaps), statistics.fmean(gaps)
             print(
                 f"full loop, {args.loop}, {args.loop_epochs} epochs of {args.iters} iterations:"
                 f" median {median:.3f} s, mean {mean:.3f} s (epoch boundaries included),"
                 f" max {max(gaps):.3f} s; loop/bare = {median / bare:.3f} (median),"
                 f" {mean / bare:.3f} (mean)"
+            )
+            print(
+                f"waits for the patch buffer: the first {waits[0]:.2f} s (before training), "
+                f"then {', '.join(f'{w:.3f}' for w in waits[1:])} s (built in the background)"
             )
         return
     print(
