@@ -11,6 +11,7 @@ timed too.
 
     python bench/bench_predict.py [--checkpoint CK] [--shape 100 100 100] [--size-in 32 100 100]
                                   [--seconds 120] [--full] [--device cpu] [--stand-in]
+    python bench/bench_predict.py --precisions fp32 bf16 [--checkpoint CK] [--emulated]
     python bench/bench_predict.py --zarr [--memory-gb 3] [--folder /tmp/bench_zarr]
 
 Without ``--checkpoint`` a fresh unet_xy is used (its weights do not change the time). The volume
@@ -18,6 +19,11 @@ is the real nuclei crop in ../shared/data when it is there and ``--shape`` is 10
 ``--stand-in`` replaces the U-Net by a no-cost crop with its geometry (the tiling machinery
 alone). The prediction's own arrays (numpy allocations, traced) are compared with
 3 x (input + output).
+
+``--precisions fp32 bf16``: the automatic tile in each precision (``PredictConfig.precision``) on
+the same model and volume: the time and the largest difference of any probability from the
+first precision's. ``--shape`` smaller than 100^3 crops the real volume's centre. On a CPU
+without native bfloat16, bf16 is skipped unless ``--emulated`` (tens of times slower there).
 
 ``--zarr``: out-of-core prediction (:mod:`napari_cellseg_trainer.inference.chunked`) of three
 uint16 OME-Zarr volumes, the largest several times the memory the process may use (its address
@@ -41,7 +47,7 @@ import numpy as np
 import torch
 
 from napari_cellseg_trainer.config import PredictConfig
-from napari_cellseg_trainer.devices import describe_device, select_device
+from napari_cellseg_trainer.devices import describe_device, native_cpu_bf16, select_device
 from napari_cellseg_trainer.inference.predict import PredictionCancelled
 from napari_cellseg_trainer.inference.run import Callbacks, plane_window, segment
 from napari_cellseg_trainer.inference.tiling import TilePlan
@@ -139,8 +145,10 @@ def config(size_in) -> PredictConfig:
     return cfg
 
 
-def run(model, image, cfg, device, seconds=None, planes=None) -> dict:
-    """Segment with ``cfg``; stop after ``seconds`` (the rate then gives the total)."""
+def run(model, image, cfg, device, seconds=None, planes=None, keep=False):
+    """Segment with ``cfg``; stop after ``seconds`` (the rate then gives the total).
+
+    ``keep``: also return the probabilities (a pair: the figures, the result)."""
     notes: list[str] = []
     seen = [0.0, 1]
     started = time.perf_counter()
@@ -155,7 +163,9 @@ def run(model, image, cfg, device, seconds=None, planes=None) -> dict:
 
     tracemalloc.start()
     try:
-        segment(model, image, cfg, device, Callbacks(progress, cancel, notes.append), planes)
+        result = segment(
+            model, image, cfg, device, Callbacks(progress, cancel, notes.append), planes
+        )
         finished = True
     except PredictionCancelled:
         finished = False
@@ -165,16 +175,17 @@ def run(model, image, cfg, device, seconds=None, planes=None) -> dict:
     print(file=sys.stderr)
     done, total = seen
     estimate = wall if finished else wall / max(done, 1e-9) * total
-    return dict(
+    figures = dict(
         finished=finished,
         wall=wall,
         estimate=estimate,
         model=model.seconds,
         tiles=total,
         done=done,
-        note=notes[0] if notes else "",
+        note="; ".join(notes),
         arrays=arrays,
     )
+    return (figures, result[0]) if keep else figures
 
 
 def main() -> None:
@@ -190,6 +201,8 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=3.0, help="the cap with --zarr")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench_zarr"))
     parser.add_argument("--zarr-one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", nargs="+", help="the automatic tile in each (see above)")
+    parser.add_argument("--emulated", action="store_true", help="bf16 without native bf16")
     args = parser.parse_args()
     if args.zarr_one:
         zarr_one(Path(args.zarr_one[0]), Path(args.zarr_one[1]), float(args.zarr_one[2]))
@@ -210,6 +223,9 @@ def main() -> None:
     print(
         f"torch {torch.__version__} on {describe_device(device)}, {torch.get_num_threads()} threads"
     )
+    if args.precisions:
+        compare_precisions(model, args, device)
+        return
     print(f"volume {image.shape[1:]} ({what}), blend tiling, overlap 0.25")
     io_mb = (image.nbytes * 2) / 2**20
 
@@ -242,6 +258,38 @@ def main() -> None:
         )
     print(f"speed-up of the automatic tile: {trained['estimate'] / auto['wall']:.0f}x")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+def compare_precisions(model, args, device: torch.device) -> None:
+    """The automatic tile in each of ``args.precisions``: time, and probabilities against the
+    first's."""
+    shape = tuple(args.shape)
+    image, what = volume((100, 100, 100))
+    if shape != image.shape[1:] and what != "random":
+        starts = [(n - s) // 2 for n, s in zip(image.shape[1:], shape, strict=True)]
+        image = image[(slice(None), *(slice(a, a + s) for a, s in zip(starts, shape, strict=True)))]
+        what += f", centre {list(shape)}"
+    elif shape != image.shape[1:]:
+        image, what = volume(shape)
+    native = native_cpu_bf16()
+    print(f"volume {image.shape[1:]} ({what}); native bfloat16 on this CPU: {native}")
+    run(model, np.zeros((1, 2, 8, 8), np.float32), config("auto"), device)  # imports, caches
+    first = None
+    for precision in args.precisions:
+        if precision == "bf16" and device.type == "cpu" and not (native or args.emulated):
+            print(f"{precision}: skipped: this CPU has no native bfloat16 (--emulated runs it)")
+            continue
+        cfg = config("auto")
+        cfg.precision = precision
+        r, prob = run(model, image, cfg, device, keep=True)
+        first = prob if first is None else first
+        difference = float(np.abs(prob - first).max())
+        print(
+            f"{precision}: {r['wall']:.1f} s, model/total {r['model'] / r['wall']:.3f}; "
+            f"largest probability difference from {args.precisions[0]}: {difference:.4f}; "
+            f"{r_note(r)}",
+            flush=True,
+        )
 
 
 ZARR_SHAPES = ((32, 1024, 1024), (128, 1024, 2048), (256, 2048, 2048))

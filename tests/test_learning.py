@@ -80,9 +80,10 @@ def test_the_step_probe_is_cached_per_machine(tmp_path, monkeypatch):
 
 
 def test_config_template_quick_explains_its_choice(tmp_path, monkeypatch, capsys):
-    from napari_cellseg_trainer.training import quick
+    from napari_cellseg_trainer.training import probe, quick
 
-    monkeypatch.setattr(quick, "probe_step_speed", lambda *a, **k: SPEED)
+    monkeypatch.setattr(quick, "probe_step_speed", lambda *a, **k: SPEED)  # a GPU's probe
+    monkeypatch.setattr(probe, "probe_step_speed", lambda *a, **k: SPEED)  # a CPU's
     assert main(["config", "template", "--preset", "quick", "--minutes", "10"]) == 0
     captured = capsys.readouterr()
     cfg = config.from_mapping(config.TrainConfig, yaml.safe_load(captured.out))

@@ -167,10 +167,11 @@ def test_export_writes_half_precision_and_reads_back_float32(trained_checkpoint,
 
 
 def test_the_quick_preset_starts_from_the_starter_and_says_so(tmp_path, monkeypatch, capsys):
-    from napari_cellseg_trainer.training import quick
+    from napari_cellseg_trainer.training import probe, quick
     from test_learning import SPEED
 
-    monkeypatch.setattr(quick, "probe_step_speed", lambda *a, **k: SPEED)
+    monkeypatch.setattr(quick, "probe_step_speed", lambda *a, **k: SPEED)  # a GPU's probe
+    monkeypatch.setattr(probe, "probe_step_speed", lambda *a, **k: SPEED)  # a CPU's
     argv = ["config", "template", "--preset", "quick", "--model", "unet_xy_zoom"]
     assert main(argv) == 0
     captured = capsys.readouterr()

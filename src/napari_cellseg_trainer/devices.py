@@ -1,4 +1,4 @@
-"""Choosing the torch device and CPU threads for a run."""
+"""Choosing the torch device and CPU threads for a run; what this CPU's arithmetic can do."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes.util
 import functools
 import gc
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -159,3 +160,118 @@ def _libc_function(name: str):
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+# --------------------------------------------------------------------------- CPU arithmetic
+
+# x86 extensions that multiply bfloat16 in hardware: AVX-512 BF16 (VDPBF16PS) and AMX (TDPBF16PS);
+# "bf16" is the Arm flag (FEAT_BF16, e.g. Neoverse V1/V2). Without them torch converts bfloat16
+# to float32 around every product, which is slower than float32 alone (bench_train_step.py).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from Linux's ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16, AMX, or Arm's BF16).
+
+    torch 2.13 tells only the vector width (``torch.backends.cpu.get_cpu_capability()``: AVX2,
+    AVX512, ...), not these extensions; builds that still have ``torch._C._cpu``'s
+    ``_is_avx512_bf16_supported`` / ``_is_amx_tile_supported`` are asked first, then the flags.
+    """
+    probes = [
+        getattr(torch._C._cpu, n, None)
+        for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    if any(probe is not None and probe() for probe in probes):
+        return True
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+
+
+@dataclass(frozen=True)
+class CpuPeak:
+    """The most multiply-adds per second this CPU's cores can do, from its data sheet's terms.
+
+    float32: cores x clock x FMA units per core x float32 lanes per vector. bfloat16 with
+    AVX-512 BF16: twice the float32 figure (VDPBF16PS does two bfloat16 products per float32
+    lane); with AMX: cores x clock x 512 (TDPBF16PS: 16 x 16 x 32 = 8192 multiply-adds per 16
+    cycles). Without native bfloat16 the float32 figure bounds bfloat16 too.
+    """
+
+    cores: int  # the threads torch computes with (its default: the physical cores)
+    ghz: float
+    clock_source: str
+    fma_units: int
+    fp32_lanes: int
+    bf16_per_cycle: int  # bfloat16 multiply-adds per cycle and core
+
+    def macs_per_second(self, precision: str = "fp32") -> float:
+        per_cycle = self.bf16_per_cycle if precision == "bf16" else self.fma_units * self.fp32_lanes
+        return self.cores * self.ghz * 1e9 * per_cycle
+
+    def __str__(self) -> str:
+        return (
+            f"{self.cores} cores x {self.ghz:.2f} GHz ({self.clock_source}) x {self.fma_units} FMA "
+            f"units x {self.fp32_lanes} float32 lanes = {self.macs_per_second() / 1e9:.0f} GMAC/s "
+            f"float32, {self.macs_per_second('bf16') / 1e9:.0f} GMAC/s bfloat16"
+        )
+
+
+def cpu_peak(ghz: float | None = None, fma_units: int | None = None) -> CpuPeak:
+    """This CPU's :class:`CpuPeak`; ``ghz`` and ``fma_units`` override what is read or assumed.
+
+    The clock: the highest the kernel allows (``cpufreq/cpuinfo_max_freq``, a turbo clock that
+    all cores may not hold at once), else ``cpu MHz`` of ``/proc/cpuinfo`` (under a hypervisor
+    often the nominal clock). The FMA units cannot be read: 2 per core (Intel since Haswell,
+    AMD since Zen 2), 1 for AVX-512 on AMD Zen 4, which splits 512-bit work over its two 256-bit
+    units.
+    """
+    flags = cpu_flags()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags or "asimd" in flags else 4
+    if fma_units is None:
+        fma_units = 1 if lanes == 16 and _cpuinfo_value("vendor_id") == "AuthenticAMD" else 2
+    source = "given"
+    if ghz is None:
+        ghz, source = _cpu_ghz()
+    bf16 = fma_units * lanes
+    if "amx_bf16" in flags:
+        bf16 = 512
+    elif native_cpu_bf16():
+        bf16 = 2 * fma_units * lanes
+    return CpuPeak(torch.get_num_threads(), ghz, source, fma_units, lanes, bf16)
+
+
+def _cpu_ghz() -> tuple[float, str]:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as fh:
+            return int(fh.read()) / 1e6, "cpuinfo_max_freq"
+    except (OSError, ValueError):
+        pass
+    mhz = _cpuinfo_value("cpu MHz")
+    if mhz:
+        return float(mhz) / 1e3, "/proc/cpuinfo cpu MHz"
+    return 3.0, "assumed"
+
+
+def _cpuinfo_value(key: str) -> str | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None

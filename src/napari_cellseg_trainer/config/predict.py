@@ -171,6 +171,16 @@ class PredictConfig(NetworkFields):
     )
     batch_size: int = param(4, POS_INT, MACHINE, "Tiles per forward pass." + OURS, group="runtime")
     device: str = param("auto", VType("str"), MACHINE, DEVICE_HELP, group="runtime")
+    precision: str = param(
+        "auto",
+        choice("auto", "fp32", "bf16"),
+        MACHINE,
+        "Arithmetic of the prediction. auto: float32, except on a CPU that multiplies bfloat16 "
+        "natively (AVX-512 BF16 or AMX): there the first batch of tiles runs in both, and "
+        "bfloat16 predicts the rest if it was faster and no probability differed by more than "
+        "0.02. bf16: bfloat16 mixed precision throughout; fp32: full precision." + OURS,
+        group="runtime",
+    )
 
     def copy(self) -> PredictConfig:
         return copy.deepcopy(self)

@@ -26,7 +26,8 @@ from ..config import PredictConfig
 from ..data.images import ImageReadError, open_lazy
 from ..distributed import World
 from ..normalization import streamed_normalizer
-from .predict import PredictionCancelled, TileRunner, _tile_probs
+from .precision import resolve
+from .predict import PredictionCancelled, TileRunner
 from .tile_choice import choose_tile, memory_budget
 from .tiling import Corner, TilePlan, blend_window
 from .zarr_store import ChunkedError, fingerprint, open_output, remove_prediction, wait_for_store
@@ -79,7 +80,8 @@ def predict_to_zarr(
     mine = [b for b in world.mine(blocks) if not done[b]]
     written = []
     cache = _TileCache()
-    runner = TileRunner(model, device, pairs, cfg.RuntimeAug)
+    mode = resolve(cfg.precision, device, -(-len(plan.corners) // cfg.batch_size))
+    runner = TileRunner(model, device, pairs, cfg.RuntimeAug, mode)
     with runner:
         for count, index in enumerate(mine):
             if should_cancel is not None and should_cancel():
@@ -150,8 +152,7 @@ def _predict_block(runner, plan: TilePlan, image, region, n_pairs, batch, cache)
     for start in range(0, len(missing), batch):
         chunk = missing[start : start + batch]
         tiles = torch.from_numpy(plan.cut(image, chunk)).to(runner.device)
-        with torch.inference_mode():
-            probs = _tile_probs(runner.model, tiles, runner.pairs, runner.runtime_aug).cpu().numpy()
+        probs = runner.probs(tiles).cpu().numpy()
         for corner, prob in zip(chunk, probs, strict=True):
             cache.put(corner, prob * window)
         cache.computed += len(chunk)
@@ -159,8 +160,7 @@ def _predict_block(runner, plan: TilePlan, image, region, n_pairs, batch, cache)
         weighted = cache.get(corner)
         if weighted is None:  # dropped already: the cache is smaller than one block's tiles
             tile = torch.from_numpy(plan.cut(image, [corner])).to(runner.device)
-            with torch.inference_mode():
-                prob = _tile_probs(runner.model, tile, runner.pairs, runner.runtime_aug)
+            prob = runner.probs(tile)
             weighted = prob.cpu().numpy()[0] * window
             cache.computed += 1
         inside, local = _overlap(corner, plan.size_out, region)

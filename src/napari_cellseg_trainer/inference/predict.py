@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
+from . import precision as arithmetic
 from .progress import LayerProgress
 from .tiling import TILINGS, Accumulator, Corner, TilePlan, blend_window, tile_starts
 
@@ -53,6 +54,8 @@ def predict_volume(
     should_cancel: Callable[[], bool] | None = None,
     out: np.ndarray | None = None,
     planes: tuple[int, int] | None = None,
+    precision: str = "fp32",
+    note: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Probabilities (n_pairs, Z, Y, X) float32 for a (C, Z, Y, X) image.
 
@@ -69,18 +72,25 @@ def predict_volume(
     out : a preallocated (n_pairs, Z, Y, X) float32 array (e.g. a memmap) to fill.
     planes : (start, stop): predict only these output planes (the rest of the volume still
         serves as z context); the result is then (n_pairs, stop - start, Y, X).
+    precision : ``fp32``, ``bf16`` (autocast) or ``auto`` (:mod:`.precision`: bf16 where the
+        CPU runs it natively, faster and agreeing on the first batch).
+    note : called with the precision trial's outcome, when one was made.
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (C, Z, Y, X), got shape {image.shape}")
     grid = getattr(model, "yx_grid", 1)  # our networks' pooling stride in y and x
     plan = TilePlan.make(image.shape[1:], size_in, size_out, tiling, overlap, planes, grid)
     accumulator = Accumulator(plan, len(output_pairs), out)
-    runner = TileRunner(model, torch.device(device), output_pairs, runtime_aug)
+    device = torch.device(device)
+    mode = arithmetic.resolve(precision, device, -(-len(plan.corners) // batch_size))
+    runner = TileRunner(model, device, output_pairs, runtime_aug, mode)
     tracker = _TileCounter(len(plan.corners), batch_size, progress, model, plan, runtime_aug)
     with runner, tracker:
         for corners, probabilities in runner.run(plan, image, batch_size, should_cancel):
             accumulator.add(corners, probabilities)
             tracker.batch_done(len(corners))
+    if runner.trial is not None and note is not None:
+        note(str(runner.trial))
     return accumulator.result()
 
 
@@ -132,7 +142,8 @@ class TileRunner:
 
     On a GPU the tiles' probabilities come back asynchronously (pinned memory and an event), and
     :meth:`run` hands over the previous batch while the GPU computes the next one, so the CPU's
-    blending overlaps the GPU's work.
+    blending overlaps the GPU's work. ``mode`` is ``fp32``, ``bf16`` or ``trial``
+    (:func:`.precision.resolve`): a trial on the first batch then settles it.
     """
 
     def __init__(
@@ -141,10 +152,13 @@ class TileRunner:
         device: torch.device,
         pairs: Sequence[tuple[int, int]],
         runtime_aug: bool = False,
+        mode: str = "fp32",
     ) -> None:
         self.model, self.device = model, device
         self.pairs, self.runtime_aug = tuple(pairs), runtime_aug
         self._was_training = model.training
+        self.mode = mode
+        self.trial: arithmetic.PrecisionTrial | None = None
 
     def __enter__(self) -> TileRunner:
         self._was_training = self.model.training
@@ -167,8 +181,7 @@ class TileRunner:
             if should_cancel is not None and should_cancel():
                 raise PredictionCancelled
             tiles = torch.from_numpy(plan.cut(image, corners)).to(self.device)
-            with torch.inference_mode():
-                probs = _tile_probs(self.model, tiles, self.pairs, self.runtime_aug)
+            probs = self.probs(tiles)
             if self.device.type != "cuda":
                 yield corners, probs.cpu().numpy()
                 continue
@@ -178,6 +191,20 @@ class TileRunner:
             pending = (corners, copy)
         if pending is not None:
             yield pending[0], _finish_copy(*pending[1])
+
+    def probs(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(n_tiles, n_pairs, *size_out) float32 probabilities of a batch, on the device."""
+
+        def compute() -> torch.Tensor:
+            return _tile_probs(self.model, tiles, self.pairs, self.runtime_aug)
+
+        with torch.inference_mode():
+            if self.mode != "trial":
+                with arithmetic.autocast(self.mode, self.device):
+                    return compute()
+            probs, self.trial = arithmetic.run_trial(compute, self.device)
+        self.mode = "bf16" if self.trial.bf16_wins else "fp32"
+        return probs
 
 
 def _start_copy(probs: torch.Tensor, device: torch.device) -> tuple:
@@ -204,7 +231,7 @@ def _tile_probs(
     total = None
     for dims in flips:
         outputs = model(tiles.flip(dims) if dims else tiles)
-        prob = torch.stack([outputs[i][:, c].exp() for i, c in pairs], dim=1)
+        prob = torch.stack([outputs[i][:, c].float().exp() for i, c in pairs], dim=1)
         prob = prob.flip(dims) if dims else prob
         total = prob if total is None else total + prob
     return (total / len(flips)).float()

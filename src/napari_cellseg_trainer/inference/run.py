@@ -271,6 +271,8 @@ def _predict_with_retries(
                 progress=callbacks.progress,
                 should_cancel=callbacks.should_cancel,
                 planes=planes,
+                precision=cfg.precision,
+                note=callbacks.note,
             )
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
             if not _out_of_memory(err) or choice is None:

@@ -1,8 +1,9 @@
-"""Mixed precision, memory layout and compilation for the training step (GPU speed options).
+"""Mixed precision, memory layout and compilation for the training step (speed options).
 
 Weights, optimiser state and checkpoints stay float32 whatever the precision: autocast runs
 the convolutions in bfloat16/float16 and keeps reductions in float32; float16 also needs loss
-scaling (a GradScaler) against underflowing gradients.
+scaling (a GradScaler) against underflowing gradients. On a CPU, ``auto`` is bfloat16 only
+where the processor multiplies it natively and a probe of real steps found it faster.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import TrainConfig
+from ..devices import native_cpu_bf16
 from ..errors import UserInputError
 
 
@@ -45,11 +47,22 @@ def _bf16_ok(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def _auto_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    if device.type == "cuda":
+        return _bf16_ok(device)
+    if device.type != "cpu" or not native_cpu_bf16():
+        return False  # emulated bfloat16 is slower than float32: nothing to probe
+    from .probe import faster_cpu_precision  # the probe steps through this module
+
+    return faster_cpu_precision(cfg, device) == "bf16"
+
+
 def step_options(cfg: TrainConfig, device: torch.device) -> StepOptions:
-    """Resolve ``precision`` (auto: bf16 on CUDA GPUs that support it, else fp32)."""
+    """Resolve ``precision``: auto is bf16 on CUDA GPUs that support it, bf16 on CPUs that run
+    it natively where a probe of real steps (cached per machine) found it faster, else fp32."""
     request = cfg.precision
     if request == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" and _bf16_ok(device) else None
+        dtype = torch.bfloat16 if _auto_bf16(cfg, device) else None
     elif request == "fp32":
         dtype = None
     elif request == "bf16":

@@ -32,7 +32,7 @@ from ..models.memory import (
     parameter_count,
 )
 from .folders import RUN_PREFIX
-from .probe import StepSpeed, probe_step_speed
+from .probe import StepSpeed, fastest_cpu_step, probe_step_speed
 
 MIN_STEPS = 40  # steps the time budget holds at least: enough updates to learn from (measured:
 # on real nuclei a [48, 132, 132] patch beat the threshold baseline from ~15 steps)
@@ -162,7 +162,8 @@ def quick_preset(
     checkpoint to fine-tune.
     """
     torch_device = select_device(device)
-    speed = probe_step_speed(model, torch_device, zoom_ratio)
+    cpu = fastest_cpu_step(model, torch_device, zoom_ratio) if torch_device.type == "cpu" else None
+    speed = cpu.speed if cpu is not None else probe_step_speed(model, torch_device, zoom_ratio)
     shape = None
     if image_shape is not None:
         shape = list(image_shape)
@@ -205,7 +206,13 @@ def quick_preset(
     cfg.run_subfolder = True
     cfg.preview_every_n_iter = 1
     cfg.device = device
-    return cfg, f"{choice.explain(minutes)}; {starting_point(cfg, start)}"
+    line = choice.explain(minutes)
+    if cpu is not None:  # the probe's step setting; an old-style fp32 config where it had none
+        if cpu.native_bf16:
+            cfg.precision, cfg.channels_last = speed.precision, speed.channels_last
+        cfg.num_threads = cpu.threads
+        line += f"; {cpu.describe()}"
+    return cfg, f"{line}; {starting_point(cfg, start)}"
 
 
 def fine_tune_preset(checkpoint: Path, minutes: float = 3.0) -> TrainConfig:
