@@ -214,20 +214,23 @@ def predict_file_to_zarr(
     progress: Callable[[str, int, int], None] | None = None,
     notes: Callable[[str, str], None] | None = None,
     restart: bool = False,
+    time_point: int = 0,
 ) -> Path:
-    """One image (OME-Zarr or TIFF, read lazily) predicted block by block into an OME-Zarr."""
-    image, voxel = open_lazy(source)
+    """One image (OME-Zarr at ``cfg.level``, zarr array or TIFF, read lazily; one time point)
+    predicted block by block into an OME-Zarr with the image's voxel size."""
+    image, voxel = open_lazy(source, cfg.level)
+    label = source.name + (f" T={time_point}" if cfg.mode.timelapse else "")
     with image:
         predict_lazy_to_zarr(
             model,
-            image,
+            image.at_time(time_point),
             output,
             cfg,
             device,
             voxel_size=voxel,
             world=world,
-            progress=functools.partial(progress, source.name) if progress else None,
-            note=functools.partial(notes, source.name) if notes else None,
+            progress=functools.partial(progress, label) if progress else None,
+            note=functools.partial(notes, label) if notes else None,
             name=str(source),
             restart=restart,
         )
