@@ -197,3 +197,28 @@ def zarr_channel_names(path: str | Path) -> list[str]:
         return [str(c.get("label", "")) for c in omero.get("channels", [])]
     except (OSError, ValueError, KeyError, AttributeError):  # no names to offer
         return []
+
+
+def _attributes(path: str | Path) -> dict:
+    """The OME attributes of a zarr group (``ome`` of v0.5, the attributes of v0.4), {} else."""
+    zarr = require_zarr()
+    try:
+        node = zarr.open(str(Path(path).expanduser()), mode="r")
+    except (OSError, ValueError, KeyError):  # not a zarr node: no attributes
+        return {}
+    attrs = dict(node.attrs) if hasattr(node, "group_keys") else {}
+    return attrs.get("ome", attrs)
+
+
+def is_label_image(path: str | Path) -> bool:
+    """An OME-Zarr label image (``image-label`` metadata): instance or class labels."""
+    return is_zarr(path) and "image-label" in _attributes(path)
+
+
+def label_images(path: str | Path) -> list[Path]:
+    """The label images an OME-Zarr image lists in its ``labels/`` group, [] when none."""
+    folder = Path(path).expanduser() / "labels"
+    if not folder.is_dir():
+        return []
+    names = _attributes(folder).get("labels", [])
+    return [folder / str(n) for n in names if is_label_image(folder / str(n))]
