@@ -24,7 +24,9 @@ import torch
 
 from ..config import PredictConfig
 from ..data.images import ImageReadError, open_lazy
+from ..devices import keep_large_blocks_apart
 from ..distributed import World
+from ..files import writing
 from ..normalization import streamed_normalizer
 from .predict import PredictionCancelled, TileRunner, _tile_probs
 from .tile_choice import choose_tile, memory_budget
@@ -58,6 +60,7 @@ def predict_to_zarr(
     in its attributes); ``restart`` deletes an earlier prediction of this tool and starts again.
     """
     _check(cfg)
+    keep_large_blocks_apart()  # bounded address space over hours of blocks
     world = world or World()
     device = torch.device(device)
     pairs = tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True))
@@ -66,37 +69,45 @@ def predict_to_zarr(
     plan = TilePlan.make(shape, size_in, size_out, cfg.tiling, cfg.overlap, grid=grid)
     image = _Normalised(source, cfg.Normalization)
     made_by = fingerprint(model, cfg, size_in, size_out)
-    if world.rank > 0:
-        wait_for_store(Path(output))  # rank 0 creates it: no two ranks create the same array
-    elif restart:
-        remove_prediction(Path(output))
-    array, done = open_output(
-        output, (len(pairs), *shape), block, cfg.Threshold > 0, voxel_size, made_by
-    )
-    blocks = list(
-        itertools.product(*(range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)))
-    )
-    mine = [b for b in world.mine(blocks) if not done[b]]
-    written = []
-    cache = _TileCache()
-    runner = TileRunner(model, device, pairs, cfg.RuntimeAug)
-    with runner:
-        for count, index in enumerate(mine):
-            if should_cancel is not None and should_cancel():
-                raise PredictionCancelled
-            region = tuple(
-                slice(i * b, min((i + 1) * b, n))
-                for i, b, n in zip(index, block, shape, strict=True)
-            )
-            values = _predict_block(runner, plan, image, region, len(pairs), cfg.batch_size, cache)
-            if cfg.Threshold > 0:
-                values = np.where(values > cfg.Threshold, np.uint8(255), np.uint8(0))
-            array[(slice(None), *region)] = values
-            done[index] = world.rank + 1  # after the data: skipped only once it is written
-            written.append(index)
-            if progress is not None:
-                progress(count + 1, len(mine))
+    with writing(output, f"writing-{world.rank}"):  # one live writer per rank and store
+        array, done = _open_store(
+            Path(output), world, restart, (len(pairs), *shape), block, cfg, voxel_size, made_by
+        )
+        blocks = itertools.product(
+            *(range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True))
+        )
+        mine = [b for b in world.mine(list(blocks)) if not done[b]]
+        written = []
+        cache = _TileCache()
+        with TileRunner(model, device, pairs, cfg.RuntimeAug) as runner:
+            for count, index in enumerate(mine):
+                if should_cancel is not None and should_cancel():
+                    raise PredictionCancelled
+                region = tuple(
+                    slice(i * b, min((i + 1) * b, n))
+                    for i, b, n in zip(index, block, shape, strict=True)
+                )
+                values = _predict_block(
+                    runner, plan, image, region, len(pairs), cfg.batch_size, cache
+                )
+                if cfg.Threshold > 0:
+                    values = np.where(values > cfg.Threshold, np.uint8(255), np.uint8(0))
+                array[(slice(None), *region)] = values
+                done[index] = world.rank + 1  # after the data: skipped only once it is written
+                written.append(index)
+                if progress is not None:
+                    progress(count + 1, len(mine))
     return written
+
+
+def _open_store(output: Path, world: World, restart: bool, shape, block, cfg, voxel, made_by):
+    """The output array and its done flags: rank 0 creates (or restarts) the store, the other
+    ranks wait for it."""
+    if world.rank > 0:
+        wait_for_store(output)  # rank 0 creates it: no two ranks create the same array
+    elif restart:
+        remove_prediction(output)
+    return open_output(output, shape, block, cfg.Threshold > 0, voxel, made_by)
 
 
 def _check(cfg: PredictConfig) -> None:
@@ -276,9 +287,11 @@ def predict_lazy_to_zarr(
         size_in, size_out = choice.size_in, choice.size_out
         if note is not None:
             note(str(choice))
+    channels = [c % image.shape[0] for c in cfg.InputCh]
+    source = image if channels == list(range(image.shape[0])) else _Channels(image, channels)
     written = predict_to_zarr(
         model,
-        _Channels(image, cfg.InputCh),
+        source,
         output,
         cfg,
         size_in,

@@ -66,7 +66,9 @@ def planned_outputs(cfg: PredictConfig, source: Path, instances: bool = False) -
     """The files one input will write (all time points of a time-lapse), after checking that
     it can be read as asked: its time points, its channels, and, for TIFF results, its size."""
     if cfg.level and not is_zarr(source):
-        raise ImageReadError(f"{source}: level {cfg.level} is for OME-Zarr inputs; this has one")
+        raise ImageReadError(
+            f"{source}: level {cfg.level}: only OME-Zarr inputs have levels; this image has one"
+        )
     header = read_microscopy(source, header_only=True, level=cfg.level)
     count, channels, *zyx = header.shape
     if not cfg.mode.timelapse and count > 1:
