@@ -90,7 +90,7 @@ def ome_zarr(folder: Path) -> Path:
 
 def tiff(folder: Path) -> Path:
     path = folder / "cells.ome.tif"
-    tifffile.imwrite(path, DATA[:, :40, :50])
+    tifffile.imwrite(path, DATA[:, :40, :50], ome=True, metadata={"axes": "ZYX"})
     return path
 
 
@@ -141,11 +141,12 @@ def test_a_tiff_result_too_large_for_memory_is_refused_with_its_size(
     from napari_cellseg_trainer.inference import inputs
 
     source = ome_zarr(tmp_path)
-    monkeypatch.setattr(inputs, "available_ram", lambda: 2**20)  # 1 MiB left
+    monkeypatch.setattr(inputs, "available_ram", lambda: 2**16)  # 64 KiB left
     args = ["predict", "--checkpoint", str(trained_checkpoint), "--input", str(source)]
     assert main([*args, "--output", str(tmp_path / "out")]) == 2
     (error,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
-    assert "12 x 40 x 50 voxels need about" in error and "GiB" in error
+    assert "12 x 40 x 50 voxels need about 0.5 MiB in memory" in error
+    assert "0.1 MiB are available" in error
     assert "use --format ome-zarr" in error and not (tmp_path / "out").exists()
 
 

@@ -123,3 +123,32 @@ def test_several_output_pairs_get_one_label_image_each(tmp_path):
         expected = label_instances(group["0"][index], params)
         assert expected.max() > 1
         assert same_objects(group[f"labels/instances_{index}/0"][...], expected)
+
+
+def test_evaluate_reads_ome_zarr_predictions_and_truths_as_it_reads_tiffs(tmp_path, capsys):
+    import json
+
+    import tifffile
+    from ome_zarr.writer import write_labels
+
+    from napari_cellseg_trainer.cli import main
+
+    truth = label_instances(
+        smooth_probability((12, 40, 50), seed=3), InstanceParams(threshold=0.6, method="components")
+    )
+    prediction = smooth_probability((12, 40, 50), seed=4) * 0.3 + (truth > 0) * 0.6
+    image = tmp_path / "cells.ome.zarr"
+    library_v05(image, prediction.astype(np.float32))
+    write_labels(truth, zarr.open_group(str(image), mode="a"), name="cells", axes="zyx")
+    tifffile.imwrite(tmp_path / "p.tif", prediction.astype(np.float32))
+    tifffile.imwrite(tmp_path / "t.tif", truth)
+    scores = []
+    for pred, true in (
+        (image, image / "labels" / "cells"),
+        (tmp_path / "p.tif", tmp_path / "t.tif"),
+    ):
+        assert main(["evaluate", "--prediction", str(pred), "--truth", str(true), "--json"]) == 0
+        row = json.loads(capsys.readouterr().out)
+        scores.append({k: v for k, v in row.items() if k not in ("prediction", "truth")})
+    assert scores[0] == scores[1]
+    assert scores[0]["iou"] > 0.5 and scores[0]["n_truth"] == truth.max() > 1

@@ -100,7 +100,11 @@ def check_fits_in_memory(cfg: PredictConfig, source: Path, shape: tuple[int, ...
     if need > have:
         voxels = " x ".join(map(str, shape))
         raise ImageReadError(
-            f"{source}: {voxels} voxels need about {need / 2**30:.1f} GiB in memory for a TIFF "
-            f"result, {have / 2**30:.1f} GiB are available; use --format ome-zarr (block by "
-            "block, bounded memory)"
+            f"{source}: {voxels} voxels need about {_size(need)} in memory for a TIFF result, "
+            f"{_size(have)} are available; use --format ome-zarr (block by block, bounded "
+            "memory)"
         )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
