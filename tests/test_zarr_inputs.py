@@ -234,14 +234,16 @@ def test_a_tiff_is_read_lazily_for_ome_zarr_output(expected, tmp_path, monkeypat
     assert voxel == pytest.approx(VOXEL)
 
 
-def test_the_readme_command_line_runs_as_written(trained_checkpoint, tmp_path):
-    """``cellseg-trainer predict --checkpoint CK --input big.ome.zarr --output out/ --format
-    ome-zarr``, taken from the README, in a folder holding ``CK`` and ``big.ome.zarr``."""
-    (line,) = [
+def test_the_readme_command_lines_run_as_written(trained_checkpoint, tmp_path):
+    """The README's ``cellseg-trainer predict --checkpoint CK --input big.ome.zarr --output out/
+    --format ome-zarr`` lines (with and without instances), as written, in a folder holding
+    ``CK`` and ``big.ome.zarr``: the second resumes the finished store and labels it."""
+    lines = [
         row.strip()
         for row in README.read_text().splitlines()
         if row.startswith("cellseg-trainer predict") and "big.ome.zarr" in row
     ]
+    assert len(lines) == 2 and "--instances components" in lines[1]
     (tmp_path / "CK").write_bytes(Path(trained_checkpoint).read_bytes())
     library_v05(tmp_path / "big.ome.zarr", DATA[:, :40, :50])
     import napari_cellseg_trainer
@@ -251,15 +253,21 @@ def test_the_readme_command_line_runs_as_written(trained_checkpoint, tmp_path):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(Path(napari_cellseg_trainer.__file__).parents[1]),
     }
-    done = subprocess.run(
-        shlex.split(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = tmp_path / "out" / "big_struct_segmentation.ome.zarr"
-    assert done.stdout.strip() == str(Path("out") / out.name)
-    result, voxel = _read_result(out)
+    out = Path("out") / "big_struct_segmentation.ome.zarr"
+    printed = []
+    for line in lines:
+        done = subprocess.run(
+            shlex.split(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed.append(done.stdout.split())
+    assert printed == [[str(out)], [str(out), str(out / "labels" / "instances")]]
+    assert "already complete, nothing to do" in done.stderr  # resumed, not predicted again
+    result, voxel = _read_result(tmp_path / out)
     assert result.shape == (12, 40, 50) and np.isfinite(result).all()
     assert 0 <= result.min() <= result.max() <= 1 and voxel == pytest.approx(VOXEL)
+    labels = zarr.open_group(str(tmp_path / out), mode="r")["labels/instances/0"]
+    assert labels.shape == (12, 40, 50) and labels.dtype == np.uint32
 
 
 def _tree(path: Path) -> dict[str, bytes]:
