@@ -165,3 +165,35 @@ def test_a_store_another_live_run_is_writing_is_refused(trained_checkpoint, tmp_
     marker.write_text(f"{2**22 + 7}@{socket.gethostname()}")  # a dead run's mark: taken over
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cells_struct_segmentation.ome.zarr"]
+
+
+def test_a_store_at_another_voxel_size_names_the_level_that_matches_the_model(
+    trained_checkpoint, tmp_path, capsys
+):
+    from ome_zarr.writer import write_image
+
+    from napari_cellseg_trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(trained_checkpoint)
+    model = save_checkpoint(
+        tmp_path / "at_0.6um.pytorch",
+        model_state=loaded.model_state,
+        optimizer_state=None,
+        epoch=1,
+        num_iterations=1,
+        device="cpu",
+        config=loaded.config,
+        extra={**loaded.extra, "voxel_size": [1.0, 0.6, 0.6]},
+    )
+    source = tmp_path / "fine.ome.zarr"  # level 0 at 0.3 um, level 1 at 0.6 um
+    scale = {"z": 1.0, "y": 0.3, "x": 0.3}
+    write_image(DATA, zarr.open_group(str(source), mode="w"), axes="zyx", scale=scale)
+    args = ["predict", "--checkpoint", str(model), "--input", str(source)]
+    args += ["--output", str(tmp_path / "out"), "--format", "ome-zarr"]
+    assert main(args) == 2
+    (error,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert "cannot resize" in error and "--level 1 ([1.0, 0.6, 0.6] um) matches it" in error
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--level", "1"]) == 0
+    store = tmp_path / "out" / "fine_struct_segmentation.ome.zarr"
+    assert zarr.open_group(str(store), mode="r")["0"].shape == (1, 12, 35, 45)

@@ -182,8 +182,9 @@ def _match_voxel_size(cfg: config.PredictConfig, defaults) -> None:
             [
                 config.Problem(
                     "--input",
-                    f"voxel size {list(voxel)} um, the model was trained at {model} um, and a "
-                    "block-by-block prediction cannot resize;"
+                    f"{Path(cfg.mode.InputFile).name} has voxel size {list(voxel)} um, the "
+                    f"model was trained at {model} um, and a block-by-block prediction cannot "
+                    "resize;"
                     f"{_nearer_level(cfg, defaults.voxel_size)} or --set ResizeRatio=[1,1,1] "
                     "predicts at the image's own voxel size",
                 )

@@ -176,17 +176,6 @@ def _voxel_size(axes_meta, axes: str, dataset: dict, meta: dict) -> VoxelSize | 
     return size if all(math.isfinite(v) and v > 0 for v in size) else None
 
 
-def levels(path: str | Path) -> list[tuple[int, ...]]:
-    """The shapes of an OME-Zarr image's levels ([the array's shape] for a plain array)."""
-    zarr = require_zarr()
-    node = zarr.open(str(Path(path).expanduser()), mode="r")
-    if not hasattr(node, "group_keys"):
-        return [tuple(node.shape)]
-    attrs = dict(node.attrs)
-    meta = attrs.get("ome", attrs).get("multiscales", [{}])[0]
-    return [tuple(node[d["path"]].shape) for d in meta.get("datasets", [])]
-
-
 def zarr_channel_names(path: str | Path) -> list[str]:
     """The channel labels an OME-Zarr records (its ``omero`` block), [] when none."""
     zarr = require_zarr()
