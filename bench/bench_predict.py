@@ -13,6 +13,7 @@ timed too.
                                   [--seconds 120] [--full] [--device cpu] [--stand-in]
     python bench/bench_predict.py --precisions fp32 bf16 [--checkpoint CK] [--emulated]
     python bench/bench_predict.py --zarr [--memory-gb 3] [--folder /tmp/bench_zarr]
+                                  [--volumes 256x2048x2048 ...] [--inputs ome-zarr tiff]
 
 Without ``--checkpoint`` a fresh unet_xy is used (its weights do not change the time). The volume
 is the real nuclei crop in ../shared/data when it is there and ``--shape`` is 100^3, else random.
@@ -26,10 +27,13 @@ first precision's. ``--shape`` smaller than 100^3 crops the real volume's centre
 without native bfloat16, bf16 is skipped unless ``--emulated`` (tens of times slower there).
 
 ``--zarr``: out-of-core prediction (:mod:`napari_cellseg_trainer.inference.chunked`) of three
-uint16 OME-Zarr volumes, the largest several times the memory the process may use (its address
-space is capped with ``RLIMIT_AS`` at ``--memory-gb`` before torch loads: exceeding it fails the
-run), with the stand-in network: for each size, in a fresh process, the seconds and the peak RSS.
-Memory that stays flat as the volume grows is what this shows.
+uint16 volumes, the largest several times the memory the process may use (its address space is
+capped with ``RLIMIT_AS`` at ``--memory-gb`` before torch loads: exceeding it fails the run),
+with the stand-in network, through the command line's path (``run_prediction``, OME-Zarr
+output). Each volume is given as an OME-Zarr input (chunks of 64 x 256 x 256) and as an OME-TIFF
+(one strip per plane, read lazily through tifffile's zarr store): for each, in a fresh process,
+the seconds and the peak RSS. Memory that stays flat as the volume grows is what this shows;
+``--volumes 256x2048x2048 --inputs ome-zarr`` runs one.
 """
 
 from __future__ import annotations
@@ -200,6 +204,13 @@ def main() -> None:
     parser.add_argument("--zarr", action="store_true", help="out-of-core, three sizes (see above)")
     parser.add_argument("--memory-gb", type=float, default=3.0, help="the cap with --zarr")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench_zarr"))
+    parser.add_argument(
+        "--volumes",
+        nargs="+",
+        default=["x".join(map(str, v)) for v in ZARR_SHAPES],
+        help="with --zarr: the volumes, as ZxYxX",
+    )
+    parser.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(INPUT_KINDS))
     parser.add_argument("--zarr-one", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--precisions", nargs="+", help="the automatic tile in each (see above)")
     parser.add_argument("--emulated", action="store_true", help="bf16 without native bf16")
@@ -208,7 +219,8 @@ def main() -> None:
         zarr_one(Path(args.zarr_one[0]), Path(args.zarr_one[1]), float(args.zarr_one[2]))
         return
     if args.zarr:
-        zarr_bench(args.folder, args.memory_gb)
+        shapes = [tuple(int(n) for n in v.split("x")) for v in args.volumes]
+        zarr_bench(args.folder, args.memory_gb, shapes, args.inputs)
         return
 
     device = select_device(args.device)
@@ -294,29 +306,33 @@ def compare_precisions(model, args, device: torch.device) -> None:
 
 ZARR_SHAPES = ((32, 1024, 1024), (128, 1024, 2048), (256, 2048, 2048))
 ZARR_TILE = (64, 252, 252)  # a tile the automatic choice takes on a CPU for unet_xy
+ZARR_VOXEL = (1.0, 0.5, 0.5)
+INPUT_KINDS = ("ome-zarr", "tiff")
+
+
+def input_slabs(shape: tuple[int, int, int], depth: int = 16):
+    """The benchmark volume, uint16, ``depth`` planes at a time (never whole in memory)."""
+    rng = np.random.default_rng(0)
+    for z in range(0, shape[0], depth):
+        yield rng.integers(0, 4000, (min(depth, shape[0] - z), *shape[1:]), dtype=np.uint16)
 
 
 def write_input_zarr(path: Path, shape: tuple[int, int, int]) -> None:
-    """A uint16 OME-Zarr (C=1) of ``shape``, written chunk by chunk (never whole in memory)."""
+    """A uint16 OME-Zarr (C=1) of ``shape``, written slab by slab."""
     import zarr
     from ome_zarr.format import CurrentFormat
     from ome_zarr.writer import write_multiscales_metadata
 
     group = zarr.open_group(str(path), mode="w")
-    chunk = (1, 64, 256, 256)
-    array = group.create_array("0", shape=(1, *shape), chunks=chunk, dtype=np.uint16)
-    rng = np.random.default_rng(0)
-    for z in range(0, shape[0], chunk[1]):
-        for y in range(0, shape[1], 1024):
-            for x in range(0, shape[2], 1024):
-                block = array[0, z : z + 64, y : y + 1024, x : x + 1024]
-                array[0, z : z + 64, y : y + 1024, x : x + 1024] = rng.integers(
-                    0, 4000, block.shape, dtype=np.uint16
-                )
+    array = group.create_array("0", shape=(1, *shape), chunks=(1, 64, 256, 256), dtype=np.uint16)
+    z = 0
+    for slab in input_slabs(shape):
+        array[0, z : z + len(slab)] = slab
+        z += len(slab)
     axes = [{"name": "c", "type": "channel"}] + [
         {"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"
     ]
-    transform = [{"type": "scale", "scale": [1.0, 1.0, 0.5, 0.5]}]
+    transform = [{"type": "scale", "scale": [1.0, *ZARR_VOXEL]}]
     write_multiscales_metadata(
         group,
         [{"path": "0", "coordinateTransformations": transform}],
@@ -325,53 +341,69 @@ def write_input_zarr(path: Path, shape: tuple[int, int, int]) -> None:
     )
 
 
+def write_input_tiff(path: Path, shape: tuple[int, int, int]) -> None:
+    """The same volume as an OME-TIFF as microscopes and Fiji write it (one strip per plane)."""
+    import tifffile
+
+    planes = (plane for slab in input_slabs(shape) for plane in slab)
+    meta = {
+        "axes": "ZYX",
+        **dict(zip(("PhysicalSizeZ", "PhysicalSizeY", "PhysicalSizeX"), ZARR_VOXEL, strict=True)),
+    }
+    tifffile.imwrite(path, planes, shape=shape, dtype=np.uint16, ome=True, metadata=meta)
+
+
 def zarr_one(source: Path, output: Path, memory_gb: float) -> None:
-    """One out-of-core prediction under a memory cap (called in a fresh process)."""
+    """One out-of-core prediction under a memory cap (called in a fresh process), through the
+    command line's own path (:func:`run_prediction`) with the stand-in network."""
     cap = int(memory_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    from napari_cellseg_trainer.data.images import open_lazy
-    from napari_cellseg_trainer.inference.chunked import predict_to_zarr
+    from napari_cellseg_trainer.inference.run import run_prediction
 
-    image, voxel = open_lazy(source)
-    cfg = PredictConfig(model_path="-", OutputDir="-", Normalization=10, Threshold=-1.0)
-    cfg.mode.InputFile = "-"
-    size_out = geometry.size_out("unet_xy", ZARR_TILE)
+    cfg = PredictConfig(model_path="-", OutputDir=str(output), Normalization=10, Threshold=-1.0)
+    cfg.mode.InputFile, cfg.output_format, cfg.device = str(source), "ome-zarr", "cpu"
+    cfg.size_in, cfg.size_out = list(ZARR_TILE), list(geometry.size_out("unet_xy", ZARR_TILE))
     started = time.perf_counter()
-    with image:
-        predict_to_zarr(
-            StandIn(ZARR_TILE, size_out), image, output, cfg, ZARR_TILE, size_out, voxel_size=voxel
-        )
+    run_prediction(cfg, model=StandIn(cfg.size_in, cfg.size_out))
     print(f"{time.perf_counter() - started:.1f} {peak_rss_mb():.0f}")
 
 
-def zarr_bench(folder: Path, memory_gb: float) -> None:
+def zarr_bench(folder: Path, memory_gb: float, shapes, kinds) -> None:
     print(
         f"out-of-core prediction, stand-in network, tile {list(ZARR_TILE)}, address space capped "
-        f"at {memory_gb:.2f} GiB"
+        f"at {memory_gb:.2f} GiB, {os.cpu_count()} CPU cores (shared with other jobs)"
     )
-    print(f"{'volume (z, y, x)':>22} {'input+output':>13} {'seconds':>8} {'peak RSS':>9}")
+    print(
+        f"{'volume (z, y, x)':>22} {'input':>9} {'input+output':>13} {'seconds':>8} {'peak RSS':>9}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     # glibc reserves 64 MiB of address space per thread's malloc arena: two arenas keep the cap
     # about memory used, not about how many threads zarr's reader starts
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-    for shape in ZARR_SHAPES:
-        source, output = folder / f"in_{'x'.join(map(str, shape))}.ome.zarr", folder / "out.zarr"
-        write_input_zarr(source, shape)
-        subprocess.run(["rm", "-rf", str(output)], check=True)
-        done = subprocess.run(
-            [sys.executable, __file__, "--zarr-one", str(source), str(output), str(memory_gb)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if done.returncode != 0:
-            print(f"{shape}: failed under the cap:\n{done.stderr[-2000:]}")
-            continue
-        seconds, rss = done.stdout.split()[-2:]
-        voxels = int(np.prod(shape))
-        io_gb = voxels * (2 + 4) / 2**30  # uint16 in, float32 out
-        print(f"{str(shape):>22} {io_gb:>10.2f} GiB {float(seconds):>8.1f} {float(rss):>6.0f} MB")
-        subprocess.run(["rm", "-rf", str(source), str(output)], check=True)
+    for shape in shapes:
+        for kind in kinds:
+            name = f"in_{'x'.join(map(str, shape))}"
+            source = folder / (f"{name}.ome.zarr" if kind == "ome-zarr" else f"{name}.ome.tif")
+            output = folder / "out"
+            (write_input_zarr if kind == "ome-zarr" else write_input_tiff)(source, shape)
+            subprocess.run(["rm", "-rf", str(output)], check=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--zarr-one", str(source), str(output), str(memory_gb)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            subprocess.run(["rm", "-rf", str(source), str(output)], check=True)
+            if done.returncode != 0:
+                print(f"{shape} {kind}: failed under the cap:\n{done.stderr[-2000:]}")
+                continue
+            seconds, rss = done.stdout.split()[-2:]
+            io_gb = int(np.prod(shape)) * (2 + 4) / 2**30  # uint16 in, float32 out
+            print(
+                f"{str(shape):>22} {kind:>9} {io_gb:>10.2f} GiB {float(seconds):>8.1f} "
+                f"{float(rss):>6.0f} MB",
+                flush=True,
+            )
 
 
 def r_note(r: dict) -> str:

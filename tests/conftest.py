@@ -89,6 +89,27 @@ class StandInNet(torch.nn.Module):
         return [y, y, y]
 
 
+class Counting(torch.nn.Module):
+    """A valid (5, 9, 9) convolution in the U-Net's interface, counting the tiles it runs.
+
+    Its output depends on where a tile lies (unlike a 1x1x1 stand-in), so a tile placed or
+    blended wrongly shows, at a fraction of the U-Net's cost.
+    """
+
+    yx_grid = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv3d(1, 2, (5, 9, 9))
+        self.tiles = 0
+
+    def forward(self, x):
+        self.tiles += x.shape[0]
+        y = torch.log_softmax(self.conv(x), dim=1)
+        return [y, y, y]
+
+
 @pytest.fixture
 def stand_in_network(monkeypatch):
     """Train the stand-in network instead of unet_xy (see :class:`StandInNet`)."""

@@ -19,6 +19,7 @@ pytest.importorskip(
     "ome_zarr", reason="ome-zarr is not installed: pip install 'napari-cellseg-trainer[zarr]'"
 )
 
+from conftest import Counting  # noqa: E402
 from napari_cellseg_trainer.cli import main  # noqa: E402
 from napari_cellseg_trainer.config import PredictConfig  # noqa: E402
 from napari_cellseg_trainer.data.images import open_lazy  # noqa: E402
@@ -28,27 +29,6 @@ from napari_cellseg_trainer.normalization import normalize  # noqa: E402
 
 SIZE_IN, SIZE_OUT = (12, 32, 32), (8, 24, 24)
 BLOCK = (8, 32, 32)  # not a multiple of the tile: tiles cross block borders
-
-
-class Counting(torch.nn.Module):
-    """A valid (5, 9, 9) convolution in the U-Net's interface, counting the tiles it runs.
-
-    Its output depends on where a tile lies (unlike a 1x1x1 stand-in), so a tile placed or
-    blended wrongly shows, at a fraction of the U-Net's cost.
-    """
-
-    yx_grid = 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv3d(1, 2, (5, 9, 9))
-        self.tiles = 0
-
-    def forward(self, x):
-        self.tiles += x.shape[0]
-        y = torch.log_softmax(self.conv(x), dim=1)
-        return [y, y, y]
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,10 @@
 
 A labels TIFF opened by napari's own reader becomes an Image layer, which cannot be painted on
 or picked as ground truth; files named ``*_labels.*``, ``*_GT.*`` or ``*_mask.*`` open here as
-Labels. CZI, ND2, LIF and OME-Zarr open through bioio (an optional extra), one layer per channel
-with the channel's name. Every layer gets the file's voxel size as its scale.
+Labels. CZI, ND2 and LIF open through bioio (an optional extra), one layer per channel with the
+channel's name. OME-Zarr images and zarr arrays open lazily (dask over zarr), with the label
+images of the store's ``labels/`` group (OME-NGFF's convention) as Labels layers; a label image
+opened alone is Labels too. Every layer gets the file's voxel size as its scale.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .data.images import (
     read_microscopy,
     to_tczyx,
 )
+from .data.zarr_images import is_label_image, is_zarr, label_images
 from .errors import UserInputError
 
 LABEL_NAME = re.compile(r"(_labels?|_gt|_mask|_masks)(\.ome)?\.(tiff?|zarr)$", re.IGNORECASE)
@@ -40,7 +43,7 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
 
 def _known(path: Path) -> bool:
     name = path.name.lower()
-    return bool(LABEL_NAME.search(name)) or name.endswith(BIOIO_SUFFIXES)
+    return bool(LABEL_NAME.search(name)) or name.endswith(BIOIO_SUFFIXES) or is_zarr(path)
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
@@ -55,6 +58,7 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
 def _layers_of(path: Path) -> list[LayerData]:
     try:
         image = _lazy_zarr(path) or read_microscopy(path)
+        label_paths = label_images(path) if is_zarr(path) else []
     except UserInputError as err:
         raise ValueError(str(err)) from None
     data = image.data  # (T, C, Z, Y, X)
@@ -62,8 +66,9 @@ def _layers_of(path: Path) -> list[LayerData]:
     name = path.name
     for suffix in (*TIFF_SUFFIXES, *BIOIO_SUFFIXES, ".ome"):
         name = name.removesuffix(suffix)
-    if LABEL_NAME.search(path.name.lower()):
-        labels = np.asarray(data[0, 0]) if data.shape[:2] == (1, 1) else np.asarray(data[:, 0])
+    if LABEL_NAME.search(path.name.lower()) or is_label_image(path):
+        # a lazy (dask) label image stays lazy: napari reads the planes it shows
+        labels = data[0, 0] if data.shape[:2] == (1, 1) else data[:, 0]
         if not np.issubdtype(labels.dtype, np.integer):
             labels = labels.astype(np.int32)
         return [(labels, {"name": name, "scale": _scale(labels, scale)}, "labels")]
@@ -74,12 +79,12 @@ def _layers_of(path: Path) -> list[LayerData]:
         known = names[c] if len(names) == data.shape[1] and names[c] else str(c)
         title = name if data.shape[1] == 1 else f"{name} [{known}]"
         layers.append((channel, {"name": title, "scale": _scale(channel, scale)}, "image"))
-    return layers
+    return layers + [layer for label in label_paths for layer in _layers_of(label)]
 
 
 def _lazy_zarr(path: Path) -> MicroscopyImage | None:
     """An OME-Zarr as a dask array over its zarr level 0: napari reads only what it shows."""
-    if not path.name.lower().endswith(".zarr"):
+    if not is_zarr(path):
         return None
     try:
         import dask.array

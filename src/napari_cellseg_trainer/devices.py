@@ -102,6 +102,24 @@ def release_freed_memory() -> None:
         torch.cuda.empty_cache()
 
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
+
+
+def keep_large_blocks_apart(threshold: int = 2**20) -> None:
+    """Blocks of ``threshold`` bytes and more get pages of their own, handed back when freed.
+
+    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed; blocks of a
+    few MiB then come from the heap. A block-by-block prediction keeps such blocks (its tile
+    cache) for a while among short-lived ones, and the heap fragments: predicting a
+    64 x 1024 x 1024 OME-Zarr peaked at 2.9 GB of address space with the moving threshold and
+    1.9 GB with a fixed one, for the same 0.8 GB of arrays alive. Fixing it keeps a long
+    prediction within a memory cap. A no-op where the C library has no ``mallopt``.
+    """
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, threshold)
+
+
 def heap_bytes_in_use() -> int | None:
     """Bytes the C heap has handed out and not had back (glibc's ``mallinfo2``), or None.
 

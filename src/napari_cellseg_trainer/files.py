@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +24,10 @@ _TEMP = re.compile(r"^\..+\.(\d+)\.part$")
 
 class FileWriteError(UserInputError, OSError):
     """A file could not be written (full disk, no permission); nothing was changed."""
+
+
+class BusyError(UserInputError, RuntimeError):
+    """Another run, alive on this machine, is writing the same result."""
 
 
 def write_atomically(
@@ -102,3 +108,38 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's live process
     return True
+
+
+@contextmanager
+def writing(target: str | os.PathLike, role: str = "writer") -> Iterator[None]:
+    """Mark ``target`` as written by this process while the block runs.
+
+    The mark is a small file beside it, ``.<name>.<role>``, holding ``pid@host``; a second run
+    that finds the mark of a live process on this machine is refused (BusyError) before it
+    writes anything. A killed run's mark is taken over. Runs on other machines (a shared
+    disk) cannot be asked whether they live: their marks are taken over too.
+    """
+    target = Path(target)
+    marker = target.with_name(f".{target.name}.{role}")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    while True:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = marker.read_text(errors="replace").strip()
+            pid, _, where = holder.partition("@")
+            if not holder or (where == host and pid.isdigit() and _alive(int(pid))):
+                raise BusyError(
+                    f"{target} is being written by another run (process {pid or '?'}): wait for "
+                    f"it to finish, or stop it; if it is gone, delete {marker.name}"
+                ) from None
+            marker.unlink(missing_ok=True)  # a dead or far run's mark
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}@{host}")
+        break
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)

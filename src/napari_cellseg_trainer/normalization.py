@@ -229,6 +229,7 @@ _WINDOWS: dict[int, Callable | None] = {
     20: lambda mn, mx, m, s, sample: tuple(float(v) for v in np.percentile(sample, [1.0, 99.8])),
     21: None,  # its own scale (robust_range), from the same sample
 }
+STREAMED = tuple(_WINDOWS)  # the recipes a volume read block by block can take
 
 
 def streamed_normalizer(

@@ -289,6 +289,36 @@ def test_a_zarr_layer_is_predicted_block_by_block_into_an_ome_zarr_it_is_shown_f
     np.testing.assert_array_equal(on_disk[0], written)
 
 
+def test_a_layer_opened_from_ome_zarr_keeps_its_scale_and_name_in_the_result(
+    panel, viewer, qtbot, tmp_path, notes
+):
+    import zarr
+    from ome_zarr.writer import write_image
+
+    from napari_cellseg_trainer.data.images import open_lazy
+
+    data = np.random.default_rng(3).random((12, 70, 80), dtype=np.float32)
+    path = tmp_path / "cells.ome.zarr"
+    scale = {"z": 1.0, "y": 0.3, "x": 0.3}
+    write_image(data, zarr.open_group(str(path), mode="w"), axes="zyx", scale=scale)
+    (layer,) = viewer.open(str(path), plugin="napari-cellseg-trainer")
+    assert layer.name == "cells" and tuple(layer.scale) == pytest.approx((1.0, 0.3, 0.3))
+    panel.set_image(layer)
+    panel.form.set_value("tiling", "blend")
+    panel.form.set_value("OutputDir", str(tmp_path / "out"))
+    run(panel, qtbot, panel.predict_whole)
+    store = tmp_path / "out" / "cells_struct_segmentation.ome.zarr"
+    assert panel.result.store == store
+    assert panel.layer_names() == ("cells probability", "cells segmentation")
+    for name in panel.layer_names():
+        assert tuple(viewer.layers[name].scale) == pytest.approx((1.0, 0.3, 0.3))
+    assert open_lazy(store)[1] == pytest.approx((1.0, 0.3, 0.3))  # the store's own scale
+    # the store opens again as the image it was made from
+    (again, *_) = viewer.open(str(store), plugin="napari-cellseg-trainer")
+    assert again.name == "cells_struct_segmentation"
+    assert tuple(again.scale) == pytest.approx((1.0, 0.3, 0.3))
+
+
 def _other_weights(checkpoint, path):
     """A copy of ``checkpoint`` whose weights differ a little."""
     from napari_cellseg_trainer.checkpoint import load_checkpoint, save_checkpoint

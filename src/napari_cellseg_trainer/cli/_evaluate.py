@@ -23,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "missed object counts."
         ),
     )
-    p.add_argument("--prediction", required=True, help="prediction image (TIFF/OME-TIFF, ...)")
+    p.add_argument(
+        "--prediction",
+        required=True,
+        help="prediction image (TIFF/OME-TIFF, OME-Zarr or its labels/NAME, zarr array, ...)",
+    )
     p.add_argument("--truth", required=True, help="ground-truth image, same Z Y X shape")
     p.add_argument("--mask", help="optional image: only voxels where it is > 0 are scored")
     p.add_argument("--threshold", type=float, default=0.5, help="for a probability prediction")

@@ -10,6 +10,9 @@ from tqdm import tqdm
 
 from .. import checkpoint as ckpt
 from .. import config
+from ..data.zarr_images import is_zarr
+from ..errors import UserInputError
+from ..inference.inputs import folder_data_type
 from ..inference.run import defaults_from_checkpoint, run_prediction
 from ..model_source import open_model
 
@@ -26,7 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="prediction config (YAML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--checkpoint", help="checkpoint file (short form)")
-    p.add_argument("--input", help="image file or folder (short form)")
+    p.add_argument(
+        "--input",
+        help=(
+            "image (TIFF, OME-TIFF, OME-Zarr, zarr array, CZI/ND2/LIF) or a folder of them "
+            "(short form)"
+        ),
+    )
     p.add_argument("--output", help="output folder (short form; default: beside the input)")
     p.add_argument("--threshold", type=float, help="> 0: binary output at this threshold")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
@@ -38,7 +47,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--channel",
-        help="the input channel, by index or by name (microscope files); default: the first",
+        help=(
+            "the input channel, by index or by name (from the file's metadata); needed when "
+            "the image has more channels than the model takes"
+        ),
+    )
+    p.add_argument(
+        "--level",
+        type=int,
+        help="OME-Zarr input: the resolution level to segment (default 0: the full resolution)",
     )
     p.add_argument(
         "--instances",
@@ -46,8 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         const="default",
         choices=["default", "watershed", "components"],
         help=(
-            "also write instance labels (<name>_instances.tiff): a seeded watershed that splits "
-            "touching objects, or connected components; default: the model's own "
+            "also write instance labels (<name>_instances.tiff; with --format ome-zarr into the "
+            "store's labels/instances, block by block, components only): a seeded watershed "
+            "that splits touching objects, or connected components; default: the model's own "
             "(unet_xy_zoom: watershed, unet_xy: components)"
         ),
     )
@@ -61,10 +79,9 @@ def short_form_config(args: argparse.Namespace, cfg: config.PredictConfig) -> co
     A folder's results go into a folder beside it (``<folder>_segmentation``), never into it.
     """
     source = Path(args.input).expanduser()
-    if source.is_dir():
+    if source.is_dir() and not is_zarr(source):  # a zarr store is one image, not a folder
         cfg.mode.name, cfg.mode.InputDir = "folder", str(source)
-        found = {p.suffix.lower() for p in source.iterdir()}
-        cfg.mode.DataType = ".tif" if ".tif" in found and ".tiff" not in found else ".tiff"
+        cfg.mode.DataType = folder_data_type(source)
         default_out = source.with_name(f"{source.name}_segmentation")
     else:
         cfg.mode.name, cfg.mode.InputFile = "file", str(source)
@@ -84,6 +101,8 @@ def run_predict(args: argparse.Namespace) -> int:
         overrides.append(f"output_format={args.format}")
     if args.channel is not None:
         overrides.append(f"InputCh=[{channel_index(args.channel, args.input)}]")
+    if args.level is not None:
+        overrides.append(f"level={args.level}")
     if args.config:
         cfg = config.load_predict_config(args.config, overrides)
     elif args.checkpoint and args.input:
@@ -106,6 +125,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 f"({defaults.config.Normalization}); the model may see unfamiliar intensities",
                 file=sys.stderr,
             )
+        if not any(o.startswith("InputCh") for o in overrides):
+            _check_channel_chosen(cfg)
         if not any(o.startswith("ResizeRatio") for o in overrides):
             _match_voxel_size(cfg, defaults)
         if defaults.threshold is not None and args.threshold is None:
@@ -138,26 +159,84 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _match_voxel_size(cfg: config.PredictConfig, defaults) -> None:
-    """ResizeRatio that brings a file of another voxel size to the model's (short form, file)."""
+    """ResizeRatio that brings a file of another voxel size to the model's (short form, file).
+
+    A block-by-block prediction cannot resize: it is refused, naming the OME-Zarr level whose
+    voxel size is nearest the model's when there is one.
+    """
     from ..data.images import read_microscopy
-    from ..errors import UserInputError
     from ..inference.run import resize_for
 
     if cfg.mode.is_folder or defaults.voxel_size is None:
         return
     try:
-        voxel = read_microscopy(cfg.mode.InputFile, header_only=True).voxel_size
+        voxel = read_microscopy(cfg.mode.InputFile, header_only=True, level=cfg.level).voxel_size
     except UserInputError:  # reported, naming the file, when its pixels are read
         return
     ratio = resize_for(voxel, defaults.voxel_size)
-    if ratio is not None:
-        cfg.ResizeRatio = ratio
-        print(
-            f"voxel size differs from the training's {list(defaults.voxel_size)} um: resizing "
-            f"by {ratio} (z, y, x) for the model, results at the file's size; "
-            "--set ResizeRatio=[1,1,1] turns this off",
-            file=sys.stderr,
+    if ratio is None:
+        return
+    model = list(defaults.voxel_size)
+    if cfg.output_format == "ome-zarr":
+        raise config.ConfigError(
+            [
+                config.Problem(
+                    "--input",
+                    f"{Path(cfg.mode.InputFile).name} has voxel size {list(voxel)} um, the "
+                    f"model was trained at {model} um, and a block-by-block prediction cannot "
+                    "resize;"
+                    f"{_nearer_level(cfg, defaults.voxel_size)} or --set ResizeRatio=[1,1,1] "
+                    "predicts at the image's own voxel size",
+                )
+            ]
         )
+    cfg.ResizeRatio = ratio
+    print(
+        f"voxel size differs from the training's {model} um: resizing "
+        f"by {ratio} (z, y, x) for the model, results at the file's size; "
+        "--set ResizeRatio=[1,1,1] turns this off",
+        file=sys.stderr,
+    )
+
+
+def _nearer_level(cfg: config.PredictConfig, model_voxel) -> str:
+    """' --level N (its voxel size)' for the OME-Zarr level whose voxel size is the model's."""
+    from ..data.zarr_images import open_zarr
+    from ..inference.run import resize_for
+
+    if not is_zarr(cfg.mode.InputFile):
+        return ""
+    level = cfg.level + 1
+    while True:
+        try:
+            _, voxel = open_zarr(cfg.mode.InputFile, level)
+        except UserInputError:  # no more levels
+            return ""
+        if voxel is not None and resize_for(voxel, model_voxel) is None:
+            return f" --level {level} ({list(voxel)} um) matches it,"
+        level += 1
+
+
+def _check_channel_chosen(cfg: config.PredictConfig) -> None:
+    """An image with more channels than the model takes needs --channel: guessing the first
+    could segment the wrong stain without a word."""
+    from ..data.images import channel_names, read_microscopy
+    from ..inference.inputs import input_files
+
+    for source in input_files(cfg):
+        channels = read_microscopy(source, header_only=True, level=cfg.level).shape[1]
+        if channels > cfg.nchannel:
+            names = [n for n in channel_names(source) if n]
+            known = f" ({', '.join(names)})" if names else ""
+            raise config.ConfigError(
+                [
+                    config.Problem(
+                        "--channel",
+                        f"{source.name} has {channels} channels{known} and the model takes "
+                        f"{cfg.nchannel}: choose one with --channel INDEX or NAME",
+                    )
+                ]
+            )
 
 
 def _instance_params(args: argparse.Namespace, cfg: config.PredictConfig, defaults):

@@ -51,7 +51,8 @@ class PredictMode:
         ".tiff",
         VType("str"),
         PIN,
-        "File ending of the images to segment in folder mode, e.g. .tiff.",
+        "File ending of the images to segment in folder mode, e.g. .tiff; several separated "
+        "by commas (.tiff,.zarr). Zarr stores (folders) count as images: .zarr, .ome.zarr.",
         group="input",
     )
 
@@ -128,6 +129,14 @@ class PredictConfig(NetworkFields):
         VType("any"),
         PIN,
         "Normalisation recipe id (see the reference), or a dict of per-channel operations.",
+        group="input",
+    )
+    level: int = param(
+        0,
+        VType("int", minimum=0),
+        OK,
+        "OME-Zarr inputs: the resolution level to segment (0: the full resolution), with that "
+        "level's voxel size; the results have its shape." + OURS,
         group="input",
     )
     Threshold: float = param(

@@ -27,6 +27,8 @@ from ..normalization import normalize
 from .folder import DataError, TrainingImage
 from .intensity import acquisition_change
 from .sampling import ESTABLISHED, Sampling, patch_corners, vary_intensity
+from .stored_patches import cut_stored_patches
+from .zarr_folder import is_stored
 
 # Slices rotated per grid_sample call: bounds the temporary memory (one chunk of a
 # 600 x 900 image is ~35 MB) while keeping each call large enough to be efficient.
@@ -178,7 +180,9 @@ def draw_buffer(
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = PatchSet(
         raw=np.empty((n_patches, images[0].raw.shape[0], *size_in), dtype=np.float32),
-        label=np.empty((n_patches, *size_out), dtype=np.result_type(*(im.label for im in images))),
+        label=np.empty(
+            (n_patches, *size_out), dtype=np.result_type(*(im.label.dtype for im in images))
+        ),
         costmap=np.empty((n_patches, *size_out), dtype=np.float32),
     )
     jobs = [
@@ -242,6 +246,9 @@ def _cut_patches(
     if cancel is not None and cancel.is_set():
         raise CancelledError
     rng = np.random.default_rng(seed)
+    if is_stored(image):  # too large to rotate whole: each patch from its own window
+        cut_stored_patches(image, count, rng, out, start, margin, size_out, sampling)
+        return
     if sampling.acquisition is not None:  # its own stream: the same patches with it or not
         image = next_acquisition(image, sampling.acquisition, np.random.default_rng([seed, 1]))
     raw, label, costmap = augment_image(image, margin, rng)

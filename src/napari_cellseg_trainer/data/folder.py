@@ -1,4 +1,5 @@
-"""The training folder: ``NAME.ome.tif``, ``NAME_GT.ome.tif`` and ``NAME_CM.ome.tif`` per image.
+"""The training folder: ``NAME.ome.tif``, ``NAME_GT.ome.tif`` and ``NAME_CM.ome.tif`` per image
+(or ``NAME.ome.zarr`` beside ``NAME_GT.ome.zarr``, read patch by patch: :mod:`.zarr_folder`).
 
 Every problem with a folder is found in one pass and reported together, one line per problem,
 each naming the file, so a user fixes the whole folder at once instead of one error per run.
@@ -108,7 +109,9 @@ def load_folder(
 
 def image_shapes(folder: str | Path) -> list[tuple[int, int, int]]:
     """The (Z, Y, X) shapes of a training folder's images, from the files' headers (fast)."""
-    shapes = []
+    from .zarr_folder import stored_shapes
+
+    shapes = stored_shapes(Path(folder).expanduser())
     for gt_path in sorted(Path(folder).expanduser().glob(f"*{GT_SUFFIX}")):
         try:
             with tifffile.TiffFile(gt_path) as tif:
@@ -227,13 +230,20 @@ def _read_folder(
         return [f"{folder}: the training folder does not exist"], []
     if not folder.is_dir():
         return [f"{folder}: is a file, not a folder"], []
-    gt_paths = sorted(folder.glob(f"*{GT_SUFFIX}"))
+    from .zarr_folder import GT_ZARR, read_stored_image, stored_gt_paths
+
+    gt_paths = sorted([*folder.glob(f"*{GT_SUFFIX}"), *stored_gt_paths(folder)])
     if not gt_paths:
-        return [f"{folder}: no training images: the folder holds no *{GT_SUFFIX} file"], []
+        return [
+            f"{folder}: no training images: the folder holds no *{GT_SUFFIX} file "
+            f"(nor *{GT_ZARR} store)"
+        ], []
     problems: list[str] = []
     images: list[TrainingImage] = []
     for gt_path in gt_paths:
-        image, found = _read_image(gt_path, nchannel, nclass, size_out, ignore_index)
+        # an OME-Zarr image stays in its store, read patch by patch
+        read = read_stored_image if gt_path.name.endswith(GT_ZARR) else _read_image
+        image, found = read(gt_path, nchannel, nclass, size_out, ignore_index)
         problems += found
         if keep and image is not None:
             images.append(image)

@@ -37,12 +37,13 @@ def read_image(path: str | Path) -> np.ndarray:
     return read_microscopy(path).data
 
 
-def read_microscopy(path: str | Path, header_only: bool = False) -> MicroscopyImage:
-    """The image at ``path`` with its voxel size (OME PhysicalSize, or ImageJ spacing).
+def read_microscopy(path: str | Path, header_only: bool = False, level: int = 0) -> MicroscopyImage:
+    """The image at ``path`` with its voxel size (OME PhysicalSize, ImageJ spacing, OME-Zarr
+    scale).
 
-    TIFF and OME-TIFF are read with tifffile, using the axes the file declares; CZI, ND2, LIF
-    and OME-Zarr go through bioio when its extra is installed
-    (``pip install napari-cellseg-trainer[bioio]``).
+    TIFF and OME-TIFF are read with tifffile, using the axes the file declares; OME-Zarr (its
+    resolution ``level``) and plain zarr arrays with zarr (:mod:`.zarr_images`); CZI, ND2 and
+    LIF go through bioio when its extra is installed (``pip install napari-cellseg-trainer[bioio]``).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -50,12 +51,15 @@ def read_microscopy(path: str | Path, header_only: bool = False) -> MicroscopyIm
     name = path.name.lower()
     if name.endswith(TIFF_SUFFIXES) and path.is_file():
         return _read_tiff(path, header_only)
-    if name.endswith(".zarr"):
-        return _read_zarr(path, header_only)
+    from .zarr_images import is_zarr
+
+    if is_zarr(path):
+        return _read_zarr(path, header_only, level)
     if name.endswith(BIOIO_SUFFIXES):
         return _read_bioio(path, header_only)
     raise ImageReadError(
-        f"{path}: unsupported file type; use TIFF/OME-TIFF, or CZI/ND2/LIF with the bioio extra"
+        f"{path}: unsupported file type; use TIFF/OME-TIFF, OME-Zarr or zarr, or CZI/ND2/LIF with "
+        "the bioio extra"
     )
 
 
@@ -142,9 +146,9 @@ def _voxel(z, y, x) -> VoxelSize | None:
     return size if all(math.isfinite(v) and v > 0 for v in size) else None
 
 
-def _read_zarr(path: Path, header_only: bool) -> MicroscopyImage:
-    """An OME-Zarr through zarr itself (its level 0), all time points."""
-    lazy, voxel = open_lazy(path)
+def _read_zarr(path: Path, header_only: bool, level: int = 0) -> MicroscopyImage:
+    """An OME-Zarr (one level) or a zarr array through zarr itself, all time points."""
+    lazy, voxel = open_lazy(path, level)
     axes = lazy.axes
     times = int(dict(zip(axes, lazy.array.shape, strict=True)).get("T", 1))
     shape = (times, *lazy.shape)
@@ -230,6 +234,12 @@ class LazyCZYX:
         self.dtype = array.dtype
         self.ndim = 4
 
+    def at_time(self, time_point: int) -> LazyCZYX:
+        """The same array seen at another time point (the file stays open with this view)."""
+        if time_point == self.time_point:
+            return self
+        return LazyCZYX(self.array, self.axes, time_point)
+
     def close(self) -> None:
         """Close the file behind the view (a TIFF read through its zarr store)."""
         if self._closer is not None:
@@ -269,33 +279,19 @@ def require_zarr():
     return zarr
 
 
-def open_lazy(path: str | Path) -> tuple[LazyCZYX, VoxelSize | None]:
-    """An OME-Zarr or TIFF image opened without reading its pixels, and its voxel size."""
+def open_lazy(path: str | Path, level: int = 0) -> tuple[LazyCZYX, VoxelSize | None]:
+    """A zarr (OME-Zarr at ``level``, or a plain array) or TIFF image opened without reading
+    its pixels, and its voxel size. A TIFF is read through tifffile's zarr store."""
     zarr = require_zarr()
 
     path = Path(path).expanduser()
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder")
+    from .zarr_images import is_zarr, open_zarr
+
+    if is_zarr(path):
+        return open_zarr(path, level)
     try:
-        if path.name.lower().endswith(".zarr"):
-            group = zarr.open_group(str(path), mode="r")
-            meta = _multiscales(group)
-            level = meta["datasets"][0]
-            axes = "".join(a["name"] if isinstance(a, dict) else a for a in meta["axes"])
-            scale = next(
-                (
-                    t["scale"]
-                    for t in level.get("coordinateTransformations", [])
-                    if t["type"] == "scale"
-                ),
-                None,
-            )
-            array = group[level["path"]]
-            voxel = None
-            if scale is not None:
-                sizes = dict(zip(axes.upper(), scale, strict=True))
-                voxel = _voxel(sizes.get("Z", 1.0), sizes.get("Y"), sizes.get("X"))
-            return LazyCZYX(array, axes), voxel
         with tifffile.TiffFile(path) as tif:
             axes = tif.series[0].axes
             voxel = _tiff_voxel_size(tif)
@@ -303,16 +299,8 @@ def open_lazy(path: str | Path) -> tuple[LazyCZYX, VoxelSize | None]:
         return LazyCZYX(zarr.open(store, mode="r"), axes, closer=store.close), voxel
     except ImageReadError:
         raise
-    except Exception as err:  # zarr and tifffile raise many kinds for what they cannot open
+    except Exception as err:  # tifffile raises many kinds for what it cannot open
         raise ImageReadError(f"{path}: cannot be opened lazily ({err})") from None
-
-
-def _multiscales(group) -> dict:
-    attrs = dict(group.attrs)
-    found = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not found:
-        raise ImageReadError(f"{group.store}: a zarr group without OME-NGFF multiscales")
-    return found[0]
 
 
 def channel_names(path: str | Path) -> list[str]:
@@ -328,6 +316,10 @@ def channel_names(path: str | Path) -> list[str]:
                 channels = image["Pixels"].get("Channel", [])
                 channels = channels if isinstance(channels, list) else [channels]
                 return [str(c.get("Name", "")) for c in channels]
+        if path.name.lower().endswith(".zarr"):
+            from .zarr_images import zarr_channel_names
+
+            return zarr_channel_names(path)
         if importlib.util.find_spec("bioio") is not None:
             from bioio import BioImage
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .folder import DataError, TrainingImage
+from .zarr_folder import sampled, slabs
 
 LITTLE_STRUCTURE = 0.001  # share of the counted voxels
 MOSTLY_STRUCTURE = 0.9
@@ -20,8 +21,9 @@ SAMPLE = 20_000
 
 
 def check_trainable(images: Sequence[TrainingImage]) -> None:
-    """DataError when no voxel counts in the loss (every cost map is 0 everywhere)."""
-    counted = [int(np.count_nonzero(im.costmap > 0)) for im in images]
+    """DataError when no voxel counts in the loss (every cost map is 0 everywhere); a stored
+    image's cost map is read slab by slab."""
+    counted = [sum(int(np.count_nonzero(s > 0)) for s in slabs(im.costmap)) for im in images]
     if images and not any(counted):
         names = ", ".join(im.source for im in images[:3])
         raise DataError(
@@ -32,7 +34,11 @@ def check_trainable(images: Sequence[TrainingImage]) -> None:
 
 
 def data_warnings(images: Sequence[TrainingImage], as_given: bool) -> list[str]:
-    """One line per thing worth a warning; ``as_given``: the raw was not normalised by us."""
+    """One line per thing worth a warning; ``as_given``: the raw was not normalised by us.
+
+    A stored (OME-Zarr) image is judged by a sample of its planes (:func:`.zarr_folder.sampled`).
+    """
+    images = [sampled(im) for im in images]
     warnings = []
     for image in images:
         if not np.count_nonzero(image.costmap > 0):

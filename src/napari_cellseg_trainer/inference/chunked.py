@@ -24,7 +24,9 @@ import torch
 
 from ..config import PredictConfig
 from ..data.images import ImageReadError, open_lazy
+from ..devices import keep_large_blocks_apart
 from ..distributed import World
+from ..files import writing
 from ..normalization import streamed_normalizer
 from .precision import resolve
 from .predict import PredictionCancelled, TileRunner
@@ -59,6 +61,7 @@ def predict_to_zarr(
     in its attributes); ``restart`` deletes an earlier prediction of this tool and starts again.
     """
     _check(cfg)
+    keep_large_blocks_apart()  # bounded address space over hours of blocks
     world = world or World()
     device = torch.device(device)
     pairs = tuple(zip(cfg.OutputCh[::2], cfg.OutputCh[1::2], strict=True))
@@ -67,38 +70,46 @@ def predict_to_zarr(
     plan = TilePlan.make(shape, size_in, size_out, cfg.tiling, cfg.overlap, grid=grid)
     image = _Normalised(source, cfg.Normalization)
     made_by = fingerprint(model, cfg, size_in, size_out)
-    if world.rank > 0:
-        wait_for_store(Path(output))  # rank 0 creates it: no two ranks create the same array
-    elif restart:
-        remove_prediction(Path(output))
-    array, done = open_output(
-        output, (len(pairs), *shape), block, cfg.Threshold > 0, voxel_size, made_by
-    )
-    blocks = list(
-        itertools.product(*(range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True)))
-    )
-    mine = [b for b in world.mine(blocks) if not done[b]]
-    written = []
-    cache = _TileCache()
-    mode = resolve(cfg.precision, device, -(-len(plan.corners) // cfg.batch_size))
-    runner = TileRunner(model, device, pairs, cfg.RuntimeAug, mode)
-    with runner:
-        for count, index in enumerate(mine):
-            if should_cancel is not None and should_cancel():
-                raise PredictionCancelled
-            region = tuple(
-                slice(i * b, min((i + 1) * b, n))
-                for i, b, n in zip(index, block, shape, strict=True)
-            )
-            values = _predict_block(runner, plan, image, region, len(pairs), cfg.batch_size, cache)
-            if cfg.Threshold > 0:
-                values = np.where(values > cfg.Threshold, np.uint8(255), np.uint8(0))
-            array[(slice(None), *region)] = values
-            done[index] = world.rank + 1  # after the data: skipped only once it is written
-            written.append(index)
-            if progress is not None:
-                progress(count + 1, len(mine))
+    with writing(output, f"writing-{world.rank}"):  # one live writer per rank and store
+        array, done = _open_store(
+            Path(output), world, restart, (len(pairs), *shape), block, cfg, voxel_size, made_by
+        )
+        blocks = itertools.product(
+            *(range(math.ceil(n / b)) for n, b in zip(shape, block, strict=True))
+        )
+        mine = [b for b in world.mine(list(blocks)) if not done[b]]
+        written = []
+        cache = _TileCache()
+        mode = resolve(cfg.precision, device, -(-len(plan.corners) // cfg.batch_size))
+        with TileRunner(model, device, pairs, cfg.RuntimeAug, mode) as runner:
+            for count, index in enumerate(mine):
+                if should_cancel is not None and should_cancel():
+                    raise PredictionCancelled
+                region = tuple(
+                    slice(i * b, min((i + 1) * b, n))
+                    for i, b, n in zip(index, block, shape, strict=True)
+                )
+                values = _predict_block(
+                    runner, plan, image, region, len(pairs), cfg.batch_size, cache
+                )
+                if cfg.Threshold > 0:
+                    values = np.where(values > cfg.Threshold, np.uint8(255), np.uint8(0))
+                array[(slice(None), *region)] = values
+                done[index] = world.rank + 1  # after the data: skipped only once it is written
+                written.append(index)
+                if progress is not None:
+                    progress(count + 1, len(mine))
     return written
+
+
+def _open_store(output: Path, world: World, restart: bool, shape, block, cfg, voxel, made_by):
+    """The output array and its done flags: rank 0 creates (or restarts) the store, the other
+    ranks wait for it."""
+    if world.rank > 0:
+        wait_for_store(output)  # rank 0 creates it: no two ranks create the same array
+    elif restart:
+        remove_prediction(output)
+    return open_output(output, shape, block, cfg.Threshold > 0, voxel, made_by)
 
 
 def _check(cfg: PredictConfig) -> None:
@@ -214,20 +225,23 @@ def predict_file_to_zarr(
     progress: Callable[[str, int, int], None] | None = None,
     notes: Callable[[str, str], None] | None = None,
     restart: bool = False,
+    time_point: int = 0,
 ) -> Path:
-    """One image (OME-Zarr or TIFF, read lazily) predicted block by block into an OME-Zarr."""
-    image, voxel = open_lazy(source)
+    """One image (OME-Zarr at ``cfg.level``, zarr array or TIFF, read lazily; one time point)
+    predicted block by block into an OME-Zarr with the image's voxel size."""
+    image, voxel = open_lazy(source, cfg.level)
+    label = source.name + (f" T={time_point}" if cfg.mode.timelapse else "")
     with image:
         predict_lazy_to_zarr(
             model,
-            image,
+            image.at_time(time_point),
             output,
             cfg,
             device,
             voxel_size=voxel,
             world=world,
-            progress=functools.partial(progress, source.name) if progress else None,
-            note=functools.partial(notes, source.name) if notes else None,
+            progress=functools.partial(progress, label) if progress else None,
+            note=functools.partial(notes, label) if notes else None,
             name=str(source),
             restart=restart,
         )
@@ -273,9 +287,11 @@ def predict_lazy_to_zarr(
         size_in, size_out = choice.size_in, choice.size_out
         if note is not None:
             note(str(choice))
+    channels = [c % image.shape[0] for c in cfg.InputCh]
+    source = image if channels == list(range(image.shape[0])) else _Channels(image, channels)
     written = predict_to_zarr(
         model,
-        _Channels(image, cfg.InputCh),
+        source,
         output,
         cfg,
         size_in,

@@ -21,7 +21,17 @@ from ..config import PredictConfig
 from ..data.images import write_ome_tiff
 from ..errors import UserInputError
 
-_STEM_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".czi", ".nd2", ".lif", ".zarr")
+_STEM_SUFFIXES = (
+    ".ome.tiff",
+    ".ome.tif",
+    ".tiff",
+    ".tif",
+    ".czi",
+    ".nd2",
+    ".lif",
+    ".ome.zarr",
+    ".zarr",
+)
 RESULT_MARKERS = ("_struct_segmentation", "_seg_", "_instances", "_probability")
 
 

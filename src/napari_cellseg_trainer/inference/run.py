@@ -18,14 +18,8 @@ from ..devices import release_freed_memory
 from ..distributed import rank_device, world_from_env
 from ..model_source import model_from_checkpoint, open_model
 from ..normalization import RECIPES, normalize
-from .outputs import (
-    OutputError,
-    check_outputs,
-    instance_paths,
-    is_result_file,
-    output_paths,
-    write_results,
-)
+from .inputs import input_files, planned_outputs
+from .outputs import OutputError, check_outputs, instance_paths, output_paths, write_results
 from .predict import postprocess, predict_volume, resize
 from .tile_choice import TileChoice, TileChoiceError, choose_tile, memory_budget
 
@@ -101,27 +95,6 @@ def load_model(cfg: PredictConfig, device: torch.device) -> torch.nn.Module:
     """The model of ``cfg.model_path`` with the config's model settings (strict), eval mode."""
     model, _ = model_from_checkpoint(cfg.model_path, device, network=cfg)
     return model
-
-
-def input_files(cfg: PredictConfig) -> list[Path]:
-    """The images a config asks to segment (file mode: one; folder mode: all of DataType).
-
-    In folder mode, files that are results of this tool (``*_struct_segmentation.tiff``, ...)
-    are left out: a second run never segments the first run's results.
-    """
-    if not cfg.mode.is_folder:
-        return [Path(cfg.mode.InputFile).expanduser()]
-    folder = Path(cfg.mode.InputDir).expanduser()
-    if not folder.is_dir():
-        raise ImageReadError(f"mode.InputDir: folder {str(folder)!r} does not exist")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name.endswith(cfg.mode.DataType) and not is_result_file(p)
-    )
-    if not files:
-        raise ImageReadError(f"mode.InputDir: no {cfg.mode.DataType} files in {str(folder)!r}")
-    return files
 
 
 def select_channels(image: np.ndarray, channels: list[int], source: str | Path) -> np.ndarray:
@@ -322,7 +295,8 @@ def run_prediction(
     """Segment every input of ``cfg``; return the paths written.
 
     ``instances`` (:class:`..evaluation.instances.InstanceParams`) also writes instance labels,
-    ``<stem>_instances.tiff`` beside each result, with the image's voxel size as spacing.
+    ``<stem>_instances.tiff`` beside each result, with the image's voxel size as spacing; for
+    OME-Zarr results (connected components only) into the store's ``labels/instances``.
 
     ``progress`` is called with (image label, tiles done, tiles in all), ``notes`` with (image
     label, a line about a choice made, e.g. the automatic tile).
@@ -335,29 +309,22 @@ def run_prediction(
     device = rank_device(cfg.device, world)
     sources = files if files is not None else input_files(cfg)
     zarr_out = cfg.output_format == "ome-zarr"
-    if instances is not None and zarr_out:
-        raise OutputError(
-            "instances need the whole volume in memory: use --format tiff, or label the OME-Zarr "
-            "result afterwards"
-        )
     if zarr_out:
         require_zarr()  # before any work: one line saying how to install it
-    planned = {s: _planned_outputs(cfg, s, instances is not None) for s in sources}
+        if instances is not None:
+            _check_zarr_instances(instances, world)
+    # instance labels go beside TIFF results, inside an OME-Zarr result (its labels/)
+    planned = {s: planned_outputs(cfg, s, instances is not None and not zarr_out) for s in sources}
     # an OME-Zarr is resumed, not replaced: its blocks already written are skipped
     check_outputs(cfg, sources, planned, overwrite or zarr_out)
     model = load_model(cfg, device) if model is None else model.to(device).eval()
     if zarr_out:
-        from .chunked import predict_file_to_zarr
-
-        return [
-            predict_file_to_zarr(
-                model, s, planned[s][0], cfg, device, world, progress, notes, restart=overwrite
-            )
-            for s in sources
-        ]
+        return _predict_to_stores(
+            cfg, model, device, world, planned, progress, notes, overwrite, instances
+        )
     written: list[Path] = []
     for source in world.mine(sources):
-        image = read_microscopy(source)
+        image = read_microscopy(source, level=cfg.level)
         for t, volume in enumerate(image.data):
             label = f"{source.name}" + (f" T={t}" if cfg.mode.timelapse else "")
             callbacks = Callbacks(
@@ -378,6 +345,38 @@ def run_prediction(
     return written
 
 
+def _check_zarr_instances(params, world) -> None:
+    """Instances of an OME-Zarr result are labelled block by block once it is finished: by
+    connected components only, and by one process (the store must be complete)."""
+    from .zarr_labels import refuse_whole_volume_method
+
+    refuse_whole_volume_method(params)
+    if world.distributed:
+        raise OutputError(
+            "instances: labelling needs the finished store, which several ranks share; run the "
+            "same command in one process (the finished blocks are kept, then labelled)"
+        )
+
+
+def _predict_to_stores(cfg, model, device, world, planned, progress, notes, restart, instances):
+    """Each input (each of its time points) into its OME-Zarr, then its labels when asked."""
+    from .chunked import predict_file_to_zarr
+    from .zarr_labels import label_store
+
+    written = []
+    for source, outputs in planned.items():
+        for t, output in enumerate(outputs):
+            predict_file_to_zarr(
+                model, source, output, cfg, device, world, progress, notes, restart, t
+            )
+            written.append(output)
+            if instances is not None:
+                label = f"{output.name} instances"
+                done = functools.partial(progress, label) if progress else None
+                written += label_store(output, instances, done)
+    return written
+
+
 def _instances(result: np.ndarray, params, voxel_size) -> np.ndarray:
     """Instance labels of one result: probabilities, or a 0/255 mask (Threshold > 0)."""
     from dataclasses import replace
@@ -388,15 +387,3 @@ def _instances(result: np.ndarray, params, voxel_size) -> np.ndarray:
     if voxel_size is not None:
         params = replace(params, spacing=tuple(voxel_size))
     return label_instances(probability.astype(np.float32, copy=False), params)
-
-
-def _planned_outputs(cfg: PredictConfig, source: Path, instances: bool = False) -> list[Path]:
-    """The files one input will write (all time points of a time-lapse)."""
-    count = read_microscopy(source, header_only=True).shape[0]
-    if not cfg.mode.timelapse and count > 1:
-        raise ImageReadError(
-            f"{source}: has {count} time points; set mode.timelapse: true to segment each"
-        )
-    times = [None] if not cfg.mode.timelapse else list(range(count))
-    paths = [p for t in times for p in output_paths(cfg, source, t)]
-    return paths + (instance_paths(paths) if instances else [])

@@ -20,15 +20,9 @@ import torch
 
 from ..config import PredictConfig
 from ..data.images import require_zarr
+from ..data.zarr_images import DONE, MADE_BY
 from ..distributed import weights_digest
 from ..errors import UserInputError
-
-DONE = (
-    "done"  # one flag per block, each its own chunk (no write races): 0, or 1 + the writer's rank
-)
-
-
-MADE_BY = "cellseg_trainer_fingerprint"  # the group attribute that says what made the blocks
 
 
 class ChunkedError(UserInputError, ValueError):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..data import DataError, TrainingImage
+from ..data.zarr_folder import crop
 
 
 def split_holdout(
@@ -44,11 +45,11 @@ def _part(image: TrainingImage, axis: int, span: slice, tag: str) -> TrainingIma
     index = [slice(None)] * 3
     index[axis] = span
     box = tuple(index)
-    return replace(
+    return replace(  # a stored image's parts stay in the store
         image,
-        raw=image.raw[(slice(None), *box)],
-        label=image.label[box],
-        costmap=image.costmap[box],
+        raw=crop(image.raw, (slice(None), *box)),
+        label=crop(image.label, box),
+        costmap=crop(image.costmap, box),
         source=image.source + tag,
     )
 

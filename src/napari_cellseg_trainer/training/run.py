@@ -24,6 +24,7 @@ from ..data import PatchBuffer, PatchSet, TrainingImage, iter_batches, load_fold
 from ..data.intensity import IntensityBand, augmented_versions
 from ..data.quality import check_trainable, data_warnings
 from ..data.sampling import Sampling
+from ..data.zarr_folder import is_stored, normalised
 from ..devices import available_ram, describe_device
 from ..distributed import any_rank, current_world, rank_device, rank_rng, run_seed, weights_digest
 from ..files import remove_dead_temporaries
@@ -315,6 +316,8 @@ def prepared_images(
         images = [
             im
             if im.normalized_by == recipe
+            else normalised(im, recipe)  # a stored image: window by window
+            if is_stored(im)
             else replace(im, raw=normalize(im.raw, recipe), normalized_by=recipe)
             for im in images
         ]

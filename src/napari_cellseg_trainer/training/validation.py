@@ -9,6 +9,7 @@ import torch
 
 from ..config import ConfigError, Problem, TrainConfig, ValidationSection
 from ..data import TrainingImage
+from ..data.zarr_folder import in_memory
 from ..distributed import World, sum_over_ranks
 from ..inference import predict_volume
 from ..inference.tile_choice import choose_tile
@@ -108,6 +109,7 @@ def validate(
     scores = np.zeros((len(mine), len(pairs)))
     was_training = model.training
     for i, image in enumerate(mine):
+        image = in_memory(image)  # predicted whole
         size_in = validation_tile(cfg, image.shape)
         size_out = geometry.size_out(cfg.model.name, size_in, cfg.model.zoom_ratio)
         prob = predict_volume(
@@ -139,6 +141,7 @@ def holdout_iou(
     union = np.zeros(len(THRESHOLDS) + 1)
     cuts = np.concatenate([[0.5], THRESHOLDS])
     for slab in slabs:
+        slab = in_memory(slab)  # predicted whole
         size_in = validation_tile(cfg, slab.shape)
         size_out = geometry.size_out(cfg.model.name, size_in, cfg.model.zoom_ratio)
         prob = predict_volume(model, slab.raw, size_in, size_out, device=device)[0]
