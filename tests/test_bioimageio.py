@@ -168,3 +168,18 @@ def test_foreign_packages_are_refused(package, tmp_path):
             dst.writestr(item, data)
     with pytest.raises(UserInputError, match="not a model package exported by napari-cellseg"):
         load_bioimageio(foreign)
+
+
+def test_a_starter_exports_to_a_package_that_passes_bioimageio_test(tmp_path):
+    """The boundaries starter as it ships: its half-precision weights read back as float32, its
+    robust normalisation (recipe 21) described as scale_range 5-95 then clip."""
+    output = tmp_path / "boundaries.zip"
+    argv = ["export", "bioimageio", "--checkpoint", "starter:boundaries", "--output", str(output)]
+    assert _cli(argv) == 0
+    summary = bioimageio.core.test_model(output, weight_format="torchscript", devices=["cpu"])
+    assert summary.status == "passed", summary.format()
+    steps = load_model_description(output).inputs[0].preprocessing
+    scale = next(s for s in steps if s.id == "scale_range")
+    clip = next(s for s in steps if s.id == "clip")
+    assert (scale.kwargs.min_percentile, scale.kwargs.max_percentile) == (5, 95)
+    assert (clip.kwargs.min, clip.kwargs.max) == (-1, 10)

@@ -151,18 +151,26 @@ def test_pretrain_export_writes_a_starter_from_the_checkpoint_given(
     trained_checkpoint, tmp_path, capsys
 ):
     """--checkpoint opens through the one opener of users' models; a starter file comes out in
-    half precision with its card; a missing checkpoint is one line, exit 2, nothing written."""
+    half precision with its card and its BatchNorm statistics measured again (the weights as
+    they were); a missing checkpoint is one line, exit 2, nothing written."""
     import torch
 
     from napari_cellseg_trainer.checkpoint import load_checkpoint
 
     out = tmp_path / "boundaries.pt"
     args = ["pretrain", "export", "--starter", "boundaries", "--output"]
-    assert main([*args, str(out), "--checkpoint", str(trained_checkpoint)]) == 0
-    written = load_checkpoint(out)
+    given = ["--checkpoint", str(trained_checkpoint), "--patches", "2"]
+    assert main([*args, str(out), *given]) == 0
+    written, original = load_checkpoint(out), load_checkpoint(trained_checkpoint)
     assert written.extra["starter"]["name"] == "boundaries"
+    assert written.extra["starter"]["batchnorm_patches"] == 2
     weights = [v for v in written.model_state.values() if v.is_floating_point()]
     assert weights and all(v.dtype == torch.float16 for v in weights)
+    for key, value in original.model_state.items():
+        if not value.is_floating_point():
+            continue
+        same = torch.allclose(written.model_state[key].float(), value, rtol=1e-2, atol=1e-3)
+        assert same != key.endswith(("running_mean", "running_var")), key
     capsys.readouterr()
     other = tmp_path / "other.pt"
     assert main([*args, str(other), "--checkpoint", str(tmp_path / "missing.pt")]) == 2

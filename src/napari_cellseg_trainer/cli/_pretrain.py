@@ -63,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--patches",
         type=int,
         default=48,
-        help="patches over which the BatchNorm running statistics are averaged again",
+        help="patches over which the BatchNorm running statistics are averaged again "
+        "(0: keep the checkpoint's)",
     )
     e.set_defaults(run=run_export)
     s = actions.add_parser("list", help="the starters, what they fit, how they were made")
@@ -115,12 +116,17 @@ def run_export(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise CheckpointError(f"{output} exists; give --overwrite to replace it")
 
+    if args.patches < 0:
+        raise CheckpointError(f"--patches {args.patches}: give 0 or more")
     real = [RealVolume.read(spec) for spec in args.real]
-    loaded = calibrated(open_model(args.checkpoint), args.starter, real, args.patches)
-    info = loaded.extra.get("pretrain", {})
+    loaded = open_model(args.checkpoint)
+    if args.patches:
+        loaded = calibrated(loaded, args.starter, real, args.patches)
+    info = dict(loaded.extra.get("pretrain", {}) or {})
+    info["batchnorm_patches"] = args.patches
     if "intensity" not in loaded.extra:  # written before the band was recorded
         loaded.extra.update(starter_extra(args.starter))
-    path = export_starter(loaded, args.starter, output, card=info if isinstance(info, dict) else {})
+    path = export_starter(loaded, args.starter, output, card=info)
     print(f"{path} ({size_mb(path)} MB)")
     return 0
 

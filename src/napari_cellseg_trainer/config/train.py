@@ -285,7 +285,7 @@ class TrainConfig(NetworkFields):
         "Start from the weights of this checkpoint (or a folder's newest) with a fresh optimiser "
         "and epoch count: fine-tuning on new or corrected labels. Unlike resume, a new run. "
         "starter:nuclei (unet_xy_zoom) or starter:boundaries (unet_xy) starts from a starter "
-        "model shipped with the plugin; normalization must then be the starter's (20)." + OURS,
+        "model shipped with the plugin; normalization must then be the starter's (21)." + OURS,
         group="training",
         path="file",
     )
