@@ -23,6 +23,7 @@ from napari_cellseg_trainer.inference import precision as predict_precision
 from napari_cellseg_trainer.inference import predict_volume
 from napari_cellseg_trainer.training import CheckpointSaved, IterationEnd, probe, quick, train
 from napari_cellseg_trainer.training.precision import step_options
+from napari_cellseg_trainer.training.probe import faster_cpu_precision
 
 CPU = torch.device("cpu")
 AVX2 = frozenset({"avx", "avx2", "fma"})
@@ -119,7 +120,7 @@ def test_without_native_bfloat16_nothing_changes(cpu_flags, monkeypatch, tiny_co
     cpu_flags(AVX2)
     fake = _fake_probe(monkeypatch, fp32=10.0, bf16=1.0)  # bf16 never even tried
     tiny_config.precision = "auto"
-    assert step_options(tiny_config, CPU).dtype is None
+    assert step_options(tiny_config, CPU, faster_cpu_precision).dtype is None
     assert fake.calls == []  # auto decided without a probe
     cfg, line = _quick()
     assert fake.calls == [("fp32", False, torch.get_num_threads())]
@@ -138,9 +139,10 @@ def test_auto_is_bf16_on_a_native_cpu_where_the_probe_finds_it_faster(
     cpu_flags(AVX512_BF16)
     _fake_probe(monkeypatch, fp32=10.0, bf16=bf16)  # 9.8 s: within noise of fp32's 10 s
     tiny_config.precision = "auto"
-    assert step_options(tiny_config, CPU).dtype == expected
+    assert step_options(tiny_config, CPU, faster_cpu_precision).dtype == expected
+    assert step_options(tiny_config, CPU).dtype is None  # no probe given: fp32
     tiny_config.precision = "fp32"  # explicit requests are honoured as they are
-    assert step_options(tiny_config, CPU).dtype is None
+    assert step_options(tiny_config, CPU, faster_cpu_precision).dtype is None
 
 
 def test_the_quick_preset_keeps_the_faster_precision_and_says_which(cpu_flags, monkeypatch):

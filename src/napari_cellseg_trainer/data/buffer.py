@@ -12,7 +12,6 @@ sampled at exactly the same source points: they cannot drift apart.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
@@ -20,12 +19,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..models.geometry import margin_of
 from ..normalization import normalize
 from .folder import DataError, TrainingImage
 from .intensity import acquisition_change
+from .rotation import resample, rotation_grid
 from .sampling import ESTABLISHED, Sampling, patch_corners, vary_intensity
 from .stored_patches import cut_stored_patches
 from .zarr_folder import is_stored
@@ -67,31 +66,6 @@ def patch_counts(n_patches: int, n_images: int) -> list[int]:
 # --------------------------------------------------------------------------- augmentation
 
 
-def rotation_grid(
-    shape_yx: tuple[int, int], margin_yx: tuple[int, int], angle_deg: float, flip: bool
-) -> torch.Tensor:
-    """Sampling grid (1, Y + 2my, X + 2mx, 2) for ``grid_sample(..., align_corners=True)``.
-
-    Output pixel (y, x) of the padded, rotated (and maybe flipped) slice samples the unpadded
-    source slice of ``shape_yx`` at the point rotated by ``-angle`` about the source's centre;
-    points outside the source read as 0, which is the zero padding.
-    """
-    (height, width), (my, mx) = shape_yx, margin_yx
-    out_y = torch.arange(height + 2 * my, dtype=torch.float64) - my
-    out_x = torch.arange(width + 2 * mx, dtype=torch.float64) - mx
-    if flip:
-        out_x = out_x.flip(0)
-    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
-    dy, dx = (out_y - centre_y)[:, None], (out_x - centre_x)[None, :]
-    cos, sin = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
-    src_y = centre_y + cos * dy - sin * dx
-    src_x = centre_x + sin * dy + cos * dx
-    # align_corners=True: -1 and +1 are the centres of the first and last pixels.
-    norm_y = 2 * src_y / max(height - 1, 1) - 1
-    norm_x = 2 * src_x / max(width - 1, 1) - 1
-    return torch.stack([norm_x, norm_y], dim=-1).to(torch.float32)[None]
-
-
 def rotate_image(
     image: TrainingImage, margin: Sequence[int], angle_deg: float, flip: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,7 +77,7 @@ def rotate_image(
     for c in range(n_channels):
         for z0 in range(0, depth, SLICES_PER_CALL):
             z1 = min(z0 + SLICES_PER_CALL, depth)
-            raw[c, mz + z0 : mz + z1] = _resample(image.raw[c, z0:z1], grid, "bicubic")
+            raw[c, mz + z0 : mz + z1] = resample(image.raw[c, z0:z1], grid, "bicubic")
     # Cropping the padded grid by the margin gives the label exactly the raw's sample points.
     label_grid = grid[:, my : my + height, mx : mx + width].contiguous()
     label = np.empty(image.label.shape, dtype=image.label.dtype)
@@ -111,7 +85,7 @@ def rotate_image(
     for z0 in range(0, depth, SLICES_PER_CALL):
         z1 = min(z0 + SLICES_PER_CALL, depth)
         stacked = np.concatenate([image.label[z0:z1].astype(np.float32), image.costmap[z0:z1]])
-        both = _resample(stacked, label_grid, "nearest")
+        both = resample(stacked, label_grid, "nearest")
         # Nearest sampling only copies values, so the labels are whole numbers already.
         label[z0:z1] = both[: z1 - z0]
         costmap[z0:z1] = both[z1 - z0 :]
@@ -132,21 +106,6 @@ def augment_image(
     angle = rng.uniform(1.0, 180.0)
     flip = bool(rng.random() < 0.5)
     return rotate_image(image, margin, angle, flip)
-
-
-def _resample(slices: np.ndarray, grid: torch.Tensor, mode: str) -> np.ndarray:
-    """grid_sample a (n, Y, X) stack of slices with one (1, H, W, 2) grid -> (n, H, W)."""
-    source = torch.from_numpy(slices if slices.flags.writeable else slices.copy())
-    # Slices as the batch with an expanded (not copied) grid: much faster than slices as
-    # channels of one batch item, which torch's CPU kernel does not spread over threads.
-    out = F.grid_sample(
-        source.to(torch.float32)[:, None],
-        grid.expand(len(slices), -1, -1, -1),
-        mode=mode,
-        padding_mode="zeros",
-        align_corners=True,
-    )
-    return out[:, 0].numpy()
 
 
 # --------------------------------------------------------------------------- drawing patches

@@ -12,59 +12,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
 
 import numpy as np
 import tifffile
 
-from ..errors import ProblemsError
 from ..files import write_atomically
 from .array_checks import check_costmap_array, check_label_array, check_shapes
 from .images import physical_size, voxel_size_of
+from .training_image import DataError, TrainingImage, label_dtype
 
 GT_SUFFIX = "_GT.ome.tif"
 CM_SUFFIX = "_CM.ome.tif"
 RAW_SUFFIX = ".ome.tif"
-
-
-@dataclass(frozen=True, eq=False)
-class TrainingImage:
-    """One training image, checked and converted.
-
-    Attributes
-    ----------
-    name : the image's name (``NAME`` of ``NAME.ome.tif``, or a layer name).
-    raw : (C, Z, Y, X) float32, normalised to about [0, 1].
-    label : (Z, Y, X) class labels, uint8 (int32 only for an ignore_index outside 0..255).
-    costmap : (Z, Y, X) float32 per-voxel loss weight, >= 0.
-    source : where it came from (a file path or a layer name), for messages.
-    normalized_by : the normalisation recipe applied to ``raw`` here, or None: as given.
-    voxel_size : (z, y, x) micrometres, when the file or layer says.
-    """
-
-    name: str
-    raw: np.ndarray
-    label: np.ndarray
-    costmap: np.ndarray
-    source: str
-    normalized_by: int | None = None
-    voxel_size: tuple[float, float, float] | None = None
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """The (Z, Y, X) shape shared by raw, label and cost map."""
-        return tuple(self.label.shape)  # type: ignore[return-value]
-
-
-class DataError(ProblemsError, ValueError):
-    """Training data that cannot be used; carries every problem found, one line each."""
-
-    what = "problem(s) in the training data"
-
-
-# --------------------------------------------------------------------------- public API
 
 
 def check_folder(
@@ -334,14 +296,7 @@ def _training_image(
     return TrainingImage(
         name=name,
         raw=np.ascontiguousarray(raw, dtype=np.float32),
-        label=np.ascontiguousarray(label, dtype=_label_dtype(ignore_index)),
+        label=np.ascontiguousarray(label, dtype=label_dtype(ignore_index)),
         costmap=np.ascontiguousarray(costmap, dtype=np.float32),
         source=source,
     )
-
-
-def _label_dtype(ignore_index: int | None) -> type[np.integer]:
-    """uint8 holds any class label; only an ignore_index outside 0..255 needs more."""
-    if ignore_index is None or 0 <= ignore_index <= 255:
-        return np.uint8
-    return np.int32

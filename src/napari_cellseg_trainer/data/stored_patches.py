@@ -4,7 +4,7 @@ An image in memory is rotated whole once per buffer and cut (:func:`.buffer.augm
 A stored image may not fit in memory, so each patch is augmented on its own: a random angle and
 flip, the y-x window that holds the input patch turned by that angle (its diagonal plus the
 bicubic kernel's reach) read from the store, zeros where it leaves the image, and the same
-sampling grids as the whole-image rotation (:func:`.buffer.rotation_grid`, the label's cropped
+sampling grids as the whole-image rotation (:func:`.rotation.rotation_grid`, the label's cropped
 from the raw's), so raw and label stay aligned. The angles, flips and patch places are drawn as
 uniformly as for an image in memory; only the centre of each rotation differs (the patch's,
 not the image's), which no patch can tell.
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .folder import TrainingImage
+from .rotation import resample, rotation_grid
 from .sampling import Sampling, vary_intensity
+from .training_image import TrainingImage
 from .zarr_folder import CELL
 
 
@@ -77,8 +78,6 @@ def rotated_patch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw (C, *size_in), label (*size_out), cost map (*size_out)) of the output patch at
     ``corner``, turned by ``angle`` degrees about its centre (and flipped left-right)."""
-    from .buffer import _resample, rotation_grid
-
     reach = math.ceil(math.hypot(size_in[1], size_in[2])) + 4  # bicubic reads 2 px around
     window = [reach + (reach - size_in[a]) % 2 for a in (1, 2)]  # centred: same parity
     inner = [(size_in[a + 1] - window[a]) // 2 for a in (0, 1)]  # negative: a crop
@@ -86,13 +85,13 @@ def rotated_patch(
     grid = rotation_grid(tuple(window), tuple(inner), angle, flip)
     z_in = (corner[0] - margin[0], size_in[0])
     raw_window = _padded(image.raw, z_in, starts, window, channels=True)
-    raw = np.stack([_resample(channel, grid, "bicubic") for channel in raw_window])
+    raw = np.stack([resample(channel, grid, "bicubic") for channel in raw_window])
     my, mx = margin[1], margin[2]
     label_grid = grid[:, my : my + size_out[1], mx : mx + size_out[2]].contiguous()
     z_out = (corner[0], size_out[0])
     label = _padded(image.label, z_out, starts, window).astype(np.float32)
     costmap = _padded(image.costmap, z_out, starts, window)
-    both = _resample(np.concatenate([label, costmap]), label_grid, "nearest")
+    both = resample(np.concatenate([label, costmap]), label_grid, "nearest")
     depth = size_out[0]
     return raw, both[:depth].astype(image.label.dtype), both[depth:].astype(np.float32)
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..normalization import STREAMED, NormalizationError, streamed_normalizer
 from .array_checks import check_costmap_array, check_label_array, check_shapes
-from .folder import TrainingImage, _label_dtype
 from .images import ImageReadError, open_lazy
+from .training_image import DataError, TrainingImage, label_dtype
 
 RAW_ZARR, GT_ZARR, CM_ZARR = ".ome.zarr", "_GT.ome.zarr", "_CM.ome.zarr"
 SLAB_VOXELS = 2**24  # read at once by the checks and the sample (64 MiB of float32)
@@ -150,7 +150,7 @@ def read_stored_image(
     image = TrainingImage(
         name=name,
         raw=StoredVolume(_channel_reader(raw, None), raw.shape, np.float32),
-        label=StoredVolume(label._read, label.shape, _label_dtype(ignore_index), None, structure),
+        label=StoredVolume(label._read, label.shape, label_dtype(ignore_index), None, structure),
         costmap=StoredVolume(costmap._read, costmap.shape, np.float32),
         source=str(raw_path),
         voxel_size=voxel,
@@ -214,8 +214,6 @@ def _cells_with_structure(mask: np.ndarray) -> np.ndarray:
 def normalised(image: TrainingImage, recipe: int) -> TrainingImage:
     """A stored image whose raw windows come normalised by ``recipe`` with its statistics
     gathered slab by slab; the recipes that smooth the whole volume are refused."""
-    from .folder import DataError
-
     base = image.raw
     try:
         transforms = [streamed_normalizer(recipe, base, c) for c in range(base.shape[0])]

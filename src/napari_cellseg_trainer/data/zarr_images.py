@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .images import ImageReadError, LazyCZYX, VoxelSize, require_zarr
+from .lazy import ImageReadError, LazyCZYX, VoxelSize, require_zarr
 
 # Kept here, below the prediction that writes them, so an input can tell a store still being
 # written by a block-by-block prediction (its done flags) from a finished one.

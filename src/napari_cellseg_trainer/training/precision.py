@@ -9,6 +9,7 @@ where the processor multiplies it natively and a probe of real steps found it fa
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,28 +42,33 @@ class StepOptions:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
 
+CpuPrecision = Callable[[TrainConfig, torch.device], str]  # "bf16" or "fp32" for an auto step
+
+
 def _bf16_ok(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu"
 
 
-def _auto_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+def _auto_bf16(cfg: TrainConfig, device: torch.device, cpu_precision: CpuPrecision | None) -> bool:
     if device.type == "cuda":
         return _bf16_ok(device)
-    if device.type != "cpu" or not native_cpu_bf16():
+    if device.type != "cpu" or not native_cpu_bf16() or cpu_precision is None:
         return False  # emulated bfloat16 is slower than float32: nothing to probe
-    from .probe import faster_cpu_precision  # the probe steps through this module
-
-    return faster_cpu_precision(cfg, device) == "bf16"
+    return cpu_precision(cfg, device) == "bf16"
 
 
-def step_options(cfg: TrainConfig, device: torch.device) -> StepOptions:
+def step_options(
+    cfg: TrainConfig, device: torch.device, cpu_precision: CpuPrecision | None = None
+) -> StepOptions:
     """Resolve ``precision``: auto is bf16 on CUDA GPUs that support it, bf16 on CPUs that run
-    it natively where a probe of real steps (cached per machine) found it faster, else fp32."""
+    it natively where ``cpu_precision`` (the probe of real steps, cached per machine:
+    :func:`.probe.faster_cpu_precision`, given by the training run; the probe itself steps
+    through this module and so is not imported here) says so, else fp32."""
     request = cfg.precision
     if request == "auto":
-        dtype = torch.bfloat16 if _auto_bf16(cfg, device) else None
+        dtype = torch.bfloat16 if _auto_bf16(cfg, device, cpu_precision) else None
     elif request == "fp32":
         dtype = None
     elif request == "bf16":

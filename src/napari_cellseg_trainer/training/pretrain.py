@@ -32,6 +32,7 @@ from ..data.synthetic import synthetic_volume
 from ..errors import UserInputError
 from ..models import geometry
 from ..normalization import normalize
+from .probe import faster_cpu_precision
 from .step import TrainingStep
 
 NORMALIZATION = 21  # percentiles 5 and 95, not clipped at 1: robust to a bright tail
@@ -290,7 +291,7 @@ def pretrain(
     cfg = pretrain_config(name, out_dir, precision)
     cfg.learning_rate = recipe.learning_rate
     device = torch.device("cpu")
-    step = TrainingStep(cfg, device)
+    step = TrainingStep(cfg, device, cpu_precision=faster_cpu_precision)
     done, seconds_before, volumes = 0, 0.0, 0
     used_real: set[str] = set()
     sessions: list[dict] = []

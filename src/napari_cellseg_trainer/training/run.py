@@ -45,6 +45,7 @@ from .events import (
 )
 from .folders import output_folder, resumed_checkpoint
 from .holdout import Plateau, split_holdout
+from .probe import faster_cpu_precision
 from .schedule import RunClock
 from .step import StepResult, TrainingError, TrainingStep
 from .validation import holdout_iou, split_validation, validate
@@ -70,7 +71,7 @@ class TrainingRun:
         self.voxel_size = cfg.voxel_size or _common(im.voxel_size for im in images)
         images, self.val_images = split_validation(images, cfg.validation, shared)
         self.train_images, self.slabs = split_holdout(images, cfg.holdout, cfg.size_out)
-        self.step = TrainingStep(cfg, self.device, world)
+        self.step = TrainingStep(cfg, self.device, world, cpu_precision=faster_cpu_precision)
         self.epoch = self.iteration = 0
         resumed = resumed_checkpoint(cfg)
         if resumed is not None:  # every rank loads the same checkpoint, whatever their number

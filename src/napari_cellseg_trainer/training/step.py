@@ -17,7 +17,7 @@ from ..devices import describe_device
 from ..distributed import World, mean_over_ranks, wrap
 from ..errors import UserInputError
 from .loss import AuxLoss
-from .precision import maybe_compile, step_options
+from .precision import CpuPrecision, maybe_compile, step_options
 
 
 class TrainingError(UserInputError, RuntimeError):
@@ -47,6 +47,7 @@ class TrainingStep:
         device: torch.device,
         world: World | None = None,
         net: torch.nn.Module | None = None,
+        cpu_precision: CpuPrecision | None = None,
     ) -> None:
         self.cfg, self.device, self.world = cfg, device, world or World()
         self.net = (net if net is not None else build_network(cfg)).to(device)
@@ -54,7 +55,7 @@ class TrainingStep:
             self.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.loss_fn = AuxLoss(cfg.loss.loss_weight, cfg.loss.ignore_index)
-        self.options = step_options(cfg, device)
+        self.options = step_options(cfg, device, cpu_precision)
         self.model: torch.nn.Module | None = None  # wrapped and compiled on first use
 
     def prepare(self) -> None:
