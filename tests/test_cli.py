@@ -148,15 +148,21 @@ def test_a_signal_stops_training_after_the_batch_with_a_checkpoint(
 
 
 def test_pretrain_export_writes_a_starter_from_the_checkpoint_given(
-    trained_checkpoint, tmp_path, capsys
+    trained_checkpoint, tmp_path, capsys, monkeypatch
 ):
     """--checkpoint opens through the one opener of users' models; a starter file comes out in
     half precision with its card and its BatchNorm statistics measured again (the weights as
     they were); a missing checkpoint is one line, exit 2, nothing written."""
+    from dataclasses import replace
+
     import torch
 
     from napari_cellseg_trainer.checkpoint import load_checkpoint
+    from napari_cellseg_trainer.training import pretrain
 
+    # one generated volume for the BatchNorm statistics instead of the recipe's six
+    small = replace(pretrain.RECIPES["boundaries"], volumes_per_buffer=1)
+    monkeypatch.setitem(pretrain.RECIPES, "boundaries", small)
     out = tmp_path / "boundaries.pt"
     args = ["pretrain", "export", "--starter", "boundaries", "--output"]
     given = ["--checkpoint", str(trained_checkpoint), "--patches", "2"]

@@ -119,6 +119,8 @@ def test_the_cpu_peak_is_cores_clock_fma_units_and_lanes(cpu_flags):
 def test_without_native_bfloat16_nothing_changes(cpu_flags, monkeypatch, tiny_config):
     cpu_flags(AVX2)
     fake = _fake_probe(monkeypatch, fp32=10.0, bf16=1.0)  # bf16 never even tried
+    # as many cores as torch's threads (an earlier test in this process may have set them)
+    monkeypatch.setattr(probe, "available_cores", torch.get_num_threads)
     tiny_config.precision = "auto"
     assert step_options(tiny_config, CPU, faster_cpu_precision).dtype is None
     assert fake.calls == []  # auto decided without a probe

@@ -139,7 +139,8 @@ def test_evaluate_reads_ome_zarr_predictions_and_truths_as_it_reads_tiffs(tmp_pa
     prediction = smooth_probability((12, 40, 50), seed=4) * 0.3 + (truth > 0) * 0.6
     image = tmp_path / "cells.ome.zarr"
     library_v05(image, prediction.astype(np.float32))
-    write_labels(truth, zarr.open_group(str(image), mode="a"), name="cells", axes="zyx")
+    group = zarr.open_group(str(image), mode="a")
+    write_labels(truth, group, name="cells", axes="zyx", scaler=None, scale_factors=())
     tifffile.imwrite(tmp_path / "p.tif", prediction.astype(np.float32))
     tifffile.imwrite(tmp_path / "t.tif", truth)
     scores = []
