@@ -4,15 +4,20 @@ volume, for models trained before and after the robustness change, in one run.
 The models train on the data set's training volume (see ``_real.py``) with the quick preset:
 
 - ``before``: the preset as it was (percentiles 1-99.8, no intensity changes), random weights;
-- ``after``: the preset now (percentiles 5-95, acquisition and intensity augmentation);
+- ``after``: the preset now (recipe 22: specks removed, percentiles 5-95, the median brought to
+  0.25; acquisition and intensity augmentation);
 - ``after+starter``: the same, starting from the starter model;
 
-(``--from DIR`` reuses bench_learning's ``--keep DIR`` runs for the last two.) Each is scored on
-the test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7
-and 1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning fired or
-not is shown beside each. Nothing is tuned on the test volume.
+(``--from DIR`` reuses bench_learning's ``--keep DIR`` runs for the last two, and ``DIR/before``
+when an earlier run of this benchmark kept it there (``--keep DIR``); ``--also NAME=CK``
+adds a checkpoint of your own as a column, e.g. one trained with an earlier recipe, or
+``starter:nuclei`` as it is; ``--models`` trains only those named.) Each is scored on the
+test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7 and
+1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning fired or not
+is shown beside each. Nothing is tuned on the test volume.
 
     python bench/bench_robustness.py [--data nuclei|membranes] [--minutes 10] [--from DIR]
+                                     [--also NAME=CHECKPOINT ...] [--models before ...]
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ from pathlib import Path
 
 import _real
 import numpy as np
+
+# name: (start, the preset as it was, the run folder bench_learning --keep leaves it in)
+MODELS = {
+    "before": ("scratch", True, "before"),
+    "after": ("scratch", False, "scratch+quick"),
+    "after+starter": ("starter", False, "starter+quick"),
+}
 
 
 def _saturating(raw: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -69,26 +81,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", type=Path, help="bench_learning --keep DIR")
     parser.add_argument("--keep", help="keep the run folders here")
     parser.add_argument("--membranes", type=Path, default=_real.MEMBRANES)
+    parser.add_argument("--also", nargs="+", default=[], metavar="NAME=CHECKPOINT")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="which to train"
+    )
     args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.also if "=" in item)
+    if len(extra) != len(args.also):
+        parser.error("--also takes NAME=CHECKPOINT")
     data = _real.load(args.data, args.membranes)
     if data is None:
         return 0
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_robustness_"))
     print(f"{_real.threads()}; {data.name}: {data.described}")
-    models: dict[str, Path] = {}
-    for name, start, before, reuse in (
-        ("before", "scratch", True, None),
-        ("after", "scratch", False, "scratch+quick"),
-        ("after+starter", "starter", False, "starter+quick"),
-    ):
+    models: dict[str, Path | str] = {}
+    for name, (start, before, reuse) in MODELS.items():
+        if name not in args.models:
+            continue
         kept = _kept_checkpoint(args.source / reuse) if args.source and reuse else None
         if kept is not None:
-            print(f"{name}: {kept} (from bench_learning)")
+            print(f"{name}: {kept} (kept by an earlier run)")
             models[name] = kept
             continue
         print(f"{name}: quick preset, {start}, {args.minutes:g} min")
         trained = _real.train_quick(data, work / name, args.minutes, start, args.seed, before)
         models[name] = trained.checkpoint
+    for name, checkpoint in extra.items():
+        print(f"{name}: {checkpoint}")
+        models[name] = checkpoint  # a path or starter:NAME
     table: dict[str, dict[str, tuple[float, bool]]] = {}
     for change, make in changes(data.test_raw).items():
         volume = make()

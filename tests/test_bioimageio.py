@@ -170,12 +170,17 @@ def test_foreign_packages_are_refused(package, tmp_path):
         load_bioimageio(foreign)
 
 
-def test_a_starter_exports_to_a_package_that_passes_bioimageio_test(tmp_path):
+def test_a_starter_exports_to_a_package_that_passes_bioimageio_test(tmp_path, capsys):
     """The boundaries starter as it ships: its half-precision weights read back as float32, its
-    robust normalisation (recipe 21) described as scale_range 5-95 then clip."""
+    normalisation (recipe 22) described by its linear part, scale_range 5-95 then clip, and what
+    the package leaves out said on the command line and in the package's README."""
     output = tmp_path / "boundaries.zip"
     argv = ["export", "bioimageio", "--checkpoint", "starter:boundaries", "--output", str(output)]
     assert _cli(argv) == 0
+    assert "note: The plugin's recipe 22 first removes specks" in capsys.readouterr().err
+    with zipfile.ZipFile(output) as package:
+        readme = next(n for n in package.namelist() if n.lower().endswith("readme.md"))
+        assert "bioimage.io has neither step" in package.read(readme).decode()
     summary = bioimageio.core.test_model(output, weight_format="torchscript", devices=["cpu"])
     assert summary.status == "passed", summary.format()
     steps = load_model_description(output).inputs[0].preprocessing

@@ -35,6 +35,7 @@ BLOCK = (8, 32, 32)  # not a multiple of the tile: tiles cross block borders
 def volume(tmp_path_factory):
     folder = tmp_path_factory.mktemp("volume")
     data = (np.random.default_rng(0).random((12, 70, 90)) * 200).astype(np.float32)
+    data[np.random.default_rng(1).random(data.shape) < 0.01] = 1000  # specks, at block faces too
     meta = {"axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3, "PhysicalSizeZ": 1.0}
     path = folder / "cells.ome.tif"
     tifffile.imwrite(path, data, ome=True, metadata=meta)
@@ -55,13 +56,16 @@ def _close_sources():
         _OPEN.pop().close()
 
 
-def _config() -> PredictConfig:
-    cfg = PredictConfig(model_path="-", OutputDir="-", Normalization=10)
+def _config(recipe: int = 10) -> PredictConfig:
+    cfg = PredictConfig(model_path="-", OutputDir="-", Normalization=recipe)
     cfg.mode.InputFile = "-"
     return cfg
 
 
-def test_zarr_prediction_equals_the_in_memory_one_and_keeps_the_voxel_size(volume, tmp_path):
+@pytest.mark.parametrize("recipe", [10, 22])  # 22 looks one voxel beyond each block
+def test_zarr_prediction_equals_the_in_memory_one_and_keeps_the_voxel_size(
+    volume, tmp_path, recipe
+):
     path, data = volume
     source, voxel = open_lazy(path)
     request_close(source)
@@ -69,11 +73,11 @@ def test_zarr_prediction_equals_the_in_memory_one_and_keeps_the_voxel_size(volum
     model = Counting()
     out = tmp_path / "cells.ome.zarr"
     written = predict_to_zarr(
-        model, source, out, _config(), SIZE_IN, SIZE_OUT, block=BLOCK, voxel_size=voxel
+        model, source, out, _config(recipe), SIZE_IN, SIZE_OUT, block=BLOCK, voxel_size=voxel
     )
     assert len(written) == 2 * 3 * 3  # every block, once
     result = zarr.open_group(str(out))["0"][:]
-    expected = predict_volume(model, normalize(data[None], 10), SIZE_IN, SIZE_OUT)
+    expected = predict_volume(model, normalize(data[None], recipe), SIZE_IN, SIZE_OUT)
     np.testing.assert_allclose(result, expected, atol=1e-6)
     reopened, voxel_out = open_lazy(out)  # an OME-Zarr with its scale, readable as input
     assert reopened.shape == (1, 12, 70, 90) and voxel_out == pytest.approx((1.0, 0.3, 0.3))

@@ -118,12 +118,13 @@ def test_a_checkpoint_records_its_band_and_predict_warns_on_a_shifted_volume(
     image = tifffile.imread(sample)[..., :48, :48]  # a corner: the band, not the tile, is tested
     tifffile.imwrite(tmp_path / "same.tif", image)
     tifffile.imwrite(tmp_path / "dark.tif", (np.clip(image, 0, None) ** 4).astype(np.float32))
-    out = tmp_path / "out"
     for name, warned in (("same", False), ("dark", True)):
-        args = ["predict", "--checkpoint", str(saved), "--input", str(tmp_path / f"{name}.tif")]
-        assert main([*args, "--output", str(out)]) == 0
-        err = capsys.readouterr().err
-        assert ("warning: this volume's intensities differ" in err) is warned, err
+        for fmt in ("tiff", "ome-zarr"):  # in memory, and block by block
+            args = ["predict", "--checkpoint", str(saved), "--input", str(tmp_path / f"{name}.tif")]
+            out = ["--output", str(tmp_path / f"out-{name}-{fmt}"), "--format", fmt]
+            assert main([*args, *out]) == 0
+            err = capsys.readouterr().err
+            assert ("warning: this volume's intensities differ" in err) is warned, (fmt, err)
 
 
 def cfg_folder(cfg):

@@ -206,3 +206,85 @@ def test_input_is_not_modified(image):
     for recipe in (0, 7, 15):
         normalize(original, recipe)
     np.testing.assert_array_equal(original, copy)
+
+
+# ----------------------------------------------------------------- recipe 22 (the quick preset's)
+
+
+def _nuclei_like(seed: int = 0) -> np.ndarray:
+    """(16, 48, 48) uint8: dim noisy background, brighter blobs (a third of the voxels)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:16, :48, :48]
+    inside = np.zeros((16, 48, 48), bool)
+    for cz, cy, cx in rng.integers([0, 0, 0], [16, 48, 48], (12, 3)):
+        inside |= (z - cz) ** 2 / 9 + (y - cy) ** 2 / 49 + (x - cx) ** 2 / 49 <= 1
+    raw = np.where(inside, 120.0, 30.0) + rng.normal(0, 6, inside.shape)
+    return np.clip(np.round(raw), 0, 255).astype(np.uint8)
+
+
+def test_specks_go_and_lines_sheets_and_blobs_stay():
+    from napari_cellseg_trainer.normalization import without_specks
+
+    img = np.zeros((9, 12, 12), np.float32)
+    img[4, 4, 1:11] = 10  # a line inside the volume: its tips have one bright neighbour
+    img[7, :, :] = 10  # a sheet
+    img[1:3, 8:11, 8:11] = 8  # a blob
+    img[2, 2, 2] = 10  # a speck
+    img[5, 9, 2] = img[5, 9, 3] = 10  # a pair
+    img[0, 0, 0] = 10  # a speck in the corner
+    out = without_specks(img, 1.0)
+    assert out[2, 2, 2] == 0 and out[5, 9, 2] == out[5, 9, 3] == 0 and out[0, 0, 0] == 0
+    assert (out[4, 4, 2:10] == 10).all()  # the line, all but its two tips
+    assert (out[7] == 10).all() and (out[1:3, 8:11, 8:11] == 8).all()
+    assert img[2, 2, 2] == 10  # the input is not changed
+    quiet = without_specks(img, 20.0)  # nothing stands out by more than 20
+    np.testing.assert_array_equal(quiet, img)
+
+
+def test_recipe_22_undoes_gain_offset_and_gamma_and_removes_specks():
+    raw = _nuclei_like()
+    base = normalize(raw[None], 22)[0]
+    assert np.median(base) == pytest.approx(0.25, abs=0.01)
+    x = raw.astype(np.float64)
+    changed = {
+        "gain x2, offset 20": x * 2 + 20,
+        "gamma 0.7": 255 * (x / 255) ** 0.7,
+        "gamma 1.4": 255 * (x / 255) ** 1.4,
+    }
+    specked = x.copy()
+    specked[np.random.default_rng(1).random(raw.shape) < 0.01] = 255
+    changed["1% saturated specks"] = specked
+    for name, volume in changed.items():
+        result = normalize(volume[None], 22)[0]
+        assert np.median(np.abs(result - base)) < 0.01, name
+        assert np.percentile(np.abs(result - base), 99) < 0.05, name
+    for gamma in ("gamma 0.7", "gamma 1.4"):  # recipe 21 does not undo a gamma: 7 times more
+        plain = normalize(changed[gamma][None], 21)[0] - normalize(raw[None], 21)[0]
+        assert np.median(np.abs(plain)) > 0.02, gamma
+
+
+def test_recipe_22_block_by_block_equals_the_whole_volume():
+    from napari_cellseg_trainer.normalization import normalised_window, streamed_normalizer
+
+    raw = _nuclei_like(2).astype(np.float32)
+    raw[np.random.default_rng(3).random(raw.shape) < 0.01] = 255  # specks at block faces too
+    whole = normalize(raw[None], 22)[0]
+    transform = streamed_normalizer(22, raw[None], 0)
+    for box in [
+        (slice(0, 16), slice(0, 48), slice(0, 48)),
+        (slice(3, 9), slice(10, 30), slice(47, 48)),
+        (slice(3, 9), slice(10, 30), slice(20, 40)),  # inside: specks beyond its faces
+    ]:
+        block = normalised_window(lambda spans: raw[spans], box, raw.shape, transform)
+        np.testing.assert_array_equal(block, whole[box])
+
+
+def test_recipe_22_leaves_a_clean_image_nearly_as_recipe_21_shapes_it():
+    """Specks removed from a clean image: hardly any voxel; the power only reshapes."""
+    from napari_cellseg_trainer.normalization import without_specks
+
+    raw = _nuclei_like(4).astype(np.float32)
+    lo, hi = np.percentile(raw, [5, 95])
+    assert np.count_nonzero(without_specks(raw, hi - lo) != raw) < 0.001 * raw.size
+    a, b = normalize(raw[None], 21)[0], normalize(raw[None], 22)[0]
+    assert np.all(np.diff(b.ravel()[np.argsort(a.ravel(), kind="stable")]) >= -1e-6)  # monotone

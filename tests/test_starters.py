@@ -41,7 +41,7 @@ def test_shipped_starters_are_small_half_precision_and_fit_their_model(name):
     assert chosen.fits(network)
     model = build_model(chosen.model, 1, [2, 2, 2], chosen.zoom_ratio)
     model.load_state_dict(raw["model_state_dict"], strict=True)  # as the established tool loads
-    assert loaded.extra["normalization"] == 21
+    assert loaded.extra["normalization"] == 22
     info = starters.card(f"starter:{name}")
     assert info["steps"] > 0 and info["seconds"] > 0
 
@@ -49,7 +49,7 @@ def test_shipped_starters_are_small_half_precision_and_fit_their_model(name):
 def _nuclei_batch(seed: int, size_in, size_out):
     """A patch of a generated nuclei volume, normalised as the starter's raw was."""
     volume = synthetic_volume("nuclei", (size_in[0], 160, 160), seed)
-    raw = normalize(volume.raw[None].astype(np.float32), 21)
+    raw = normalize(volume.raw[None].astype(np.float32), 22)
     pad = [(0, 0)] + [(0, max(0, i - s)) for i, s in zip(size_in, raw.shape[1:], strict=True)]
     raw = np.pad(raw, pad)[:, : size_in[0], : size_in[1], : size_in[2]]
     margin = geometry.margin_of(size_in, size_out)
@@ -117,7 +117,7 @@ def test_an_unknown_starter_lists_the_starters(tmp_path, capsys):
 
 def test_a_starter_that_does_not_fit_names_the_one_that_does(tiny_config, tmp_path, capsys):
     tiny_config.finetune_from = "starter:nuclei"  # tiny_config is a unet_xy
-    tiny_config.normalization = 21
+    tiny_config.normalization = 22
     path = config.save_config(tiny_config, tmp_path / "train.yaml")
     err = _refused(["train", "--config", str(path)], capsys, "use starter:boundaries")
     assert "finetune_from" in err
@@ -127,7 +127,10 @@ def test_a_starter_that_does_not_fit_names_the_one_that_does(tiny_config, tmp_pa
 def test_a_starter_needs_its_normalisation(tiny_config, tmp_path, capsys):
     tiny_config.finetune_from, tiny_config.normalization = "starter:boundaries", 20
     path = config.save_config(tiny_config, tmp_path / "train.yaml")
-    _refused(["config", "check", str(path)], capsys, "normalization: 21")
+    _refused(["config", "check", str(path)], capsys, "normalization: 22")
+    tiny_config.normalization = 21  # what the preset wrote before recipe 22: still taken
+    path = config.save_config(tiny_config, tmp_path / "train21.yaml")
+    assert main(["config", "check", str(path)]) == 0
 
 
 @pytest.mark.parametrize(
@@ -153,7 +156,7 @@ def test_missing_or_damaged_weights_say_how_to_reinstall(
 
 def test_export_writes_half_precision_and_reads_back_float32(trained_checkpoint, tmp_path):
     loaded = ckpt.load_checkpoint(trained_checkpoint)
-    loaded.extra["normalization"] = 21
+    loaded.extra["normalization"] = 22
     path = starters.export_starter(loaded, "boundaries", tmp_path / "b.pt", card={"steps": 1})
     raw = torch.load(path, weights_only=True)
     assert raw["optimizer_state_dict"] is None
@@ -177,7 +180,7 @@ def test_the_quick_preset_starts_from_the_starter_and_says_so(tmp_path, monkeypa
     captured = capsys.readouterr()
     assert "starting from starter:nuclei" in captured.err
     assert "finetune_from: starter:nuclei" in captured.out
-    assert "normalization: 21" in captured.out and "acquisition_augmentation: true" in captured.out
+    assert "normalization: 22" in captured.out and "acquisition_augmentation: true" in captured.out
     assert main([*argv, "--start", "scratch"]) == 0
     captured = capsys.readouterr()
     assert "from random weights" in captured.err and "finetune_from: null" in captured.out
@@ -192,7 +195,7 @@ def test_predict_with_the_nuclei_starter_as_it_is(tmp_path, capsys):
     argv = ["predict", "--checkpoint", "starter:nuclei", "--input", str(image)]
     assert main([*argv, "--output", str(tmp_path / "out"), "--threshold", "0.5"]) == 0
     err = capsys.readouterr().err
-    assert "recipe 21" in err  # the starter's normalisation, as recorded
+    assert "recipe 22" in err  # the starter's normalisation, as recorded
     (written,) = (tmp_path / "out").glob("*_struct_segmentation.tiff")
     mask = tifffile.imread(written) > 0
     assert mask.shape == volume.label.shape

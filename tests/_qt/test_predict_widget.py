@@ -468,4 +468,4 @@ def test_a_starter_button_loads_the_starter_model(viewer, notes):
         button.click()
         cfg = widget.form.cfg
         assert cfg.model_path == starter.reference and cfg.model.name == starter.model
-        assert cfg.Normalization == 21 and "recipe 21" in widget.status.text()
+        assert cfg.Normalization == 22 and "recipe 22" in widget.status.text()

@@ -9,7 +9,6 @@ under their names only once complete.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,6 +102,8 @@ class OutputTools(QWidget):
     def export_bioimageio(self, path: str | Path, overwrite: bool = False) -> WorkerBase | None:
         """Export the chosen checkpoint as the package ``path`` (.zip) in the worker thread."""
         from ..export import export_bioimageio
+        from ..export.bioimageio import normalization_caveat
+        from ..model_source import open_model
 
         runner = self.runner
         checkpoint = Path(self.form.cfg.model_path).expanduser()
@@ -115,12 +116,20 @@ class OutputTools(QWidget):
             show_error(f"model_path: choose a checkpoint to export ({checkpoint} is not a file)")
             return None
         runner.status.setText(f"exporting {checkpoint.name} as a bioimage.io package…")
-        work = functools.partial(export_bioimageio, checkpoint, path, overwrite=overwrite)
+
+        def work() -> tuple[Path, str | None]:
+            written = export_bioimageio(checkpoint, path, overwrite=overwrite)
+            recipe = open_model(checkpoint).extra.get("normalization")
+            return written, normalization_caveat(recipe)
+
         return runner.start_worker(work, on_return=self._exported, failed="export failed")
 
-    def _exported(self, path: Path) -> None:
+    def _exported(self, result: tuple[Path, str | None]) -> None:
+        path, caveat = result
         self.runner.status.setText(f"exported {path}")
         show_info(f"bioimage.io package written: {path.name} (in {path.parent})")
+        if caveat:
+            show_info(caveat)
 
     def _ask_export(self) -> None:
         stem = Path(self.form.cfg.model_path).stem or "model"

@@ -189,6 +189,7 @@ def run_blocks(
             progress=relay.progress.emit,
             note=relay.note.emit,
             should_cancel=cancel.is_set,
+            warn=relay.warn.emit,
         )
     finally:
         release_freed_memory()

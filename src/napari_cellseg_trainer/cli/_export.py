@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_bioimageio(args: argparse.Namespace) -> int:
     from ..export import export_bioimageio  # torch and bioimageio load only for this command
+    from ..export.bioimageio import normalization_caveat
+    from ..model_source import open_model
 
     path = export_bioimageio(
         args.checkpoint,
@@ -41,5 +44,8 @@ def run_bioimageio(args: argparse.Namespace) -> int:
         authors=args.authors,
         overwrite=args.overwrite,
     )
+    caveat = normalization_caveat(open_model(args.checkpoint).extra.get("normalization"))
+    if caveat:
+        print(f"note: {caveat}", file=sys.stderr)
     print(path)
     return 0

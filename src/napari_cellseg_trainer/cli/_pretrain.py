@@ -122,10 +122,15 @@ def run_export(args: argparse.Namespace) -> int:
     loaded = open_model(args.checkpoint)
     if args.patches:
         loaded = calibrated(loaded, args.starter, real, args.patches)
-    info = dict(loaded.extra.get("pretrain", {}) or {})
-    info["batchnorm_patches"] = args.patches
-    if "intensity" not in loaded.extra:  # written before the band was recorded
-        loaded.extra.update(starter_extra(args.starter))
+    # the card: a pretraining checkpoint's record, or an exported starter's own card
+    info = dict(loaded.extra.get("starter") or loaded.extra.get("pretrain") or {})
+    info.pop("name", None)
+    if args.patches or "batchnorm_patches" not in info:  # 0 keeps what an earlier export did
+        info["batchnorm_patches"] = args.patches
+    # the recipe starters are used with now, and the band of intensities it gives (a starter
+    # pretrained on recipe 21 takes recipe 22's images: they are 21's with specks removed and
+    # the median brought to 0.25, among the acquisition changes it was trained on)
+    loaded.extra.update(starter_extra(args.starter))
     path = export_starter(loaded, args.starter, output, card=info)
     print(f"{path} ({size_mb(path)} MB)")
     return 0

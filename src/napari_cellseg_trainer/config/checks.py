@@ -55,7 +55,7 @@ def validate(cfg: TrainConfig) -> list[Problem]:
         problems.append(
             Problem(
                 "acquisition_augmentation",
-                "needs normalization (e.g. 21): each changed image is normalised again",
+                "needs normalization (e.g. 22): each changed image is normalised again",
             )
         )
     if cfg.keep_best and not cfg.holdout:

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..normalization import STREAMED, NormalizationError, streamed_normalizer
+from ..normalization import (
+    STREAMED,
+    NormalizationError,
+    normalised_window,
+    streamed_normalizer,
+)
 from .array_checks import check_costmap_array, check_label_array, check_shapes
 from .images import ImageReadError, open_lazy
 from .training_image import DataError, TrainingImage, label_dtype
@@ -230,9 +235,21 @@ def normalised(image: TrainingImage, recipe: int) -> TrainingImage:
 
 
 def _normalising(base: StoredVolume, transforms) -> Callable:
-    def read(spans) -> np.ndarray:
-        block = base._read((slice(None), *spans[1:]))
-        block = np.stack([t(b) for t, b in zip(transforms, block, strict=True)])
+    def read(spans) -> np.ndarray:  # spans in the store's coordinates, the window in the view's
+        window = tuple(
+            slice(s.start - o, s.stop - o) for s, o in zip(spans[1:], base.origin[1:], strict=True)
+        )
+        block = np.stack(
+            [
+                normalised_window(
+                    lambda w, c=c: np.asarray(base[(c, *w)], dtype=np.float32),
+                    window,
+                    base.shape[1:],
+                    t,
+                )
+                for c, t in enumerate(transforms)
+            ]
+        )
         return block[spans[0]]
 
     return read

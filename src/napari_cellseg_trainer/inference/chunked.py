@@ -27,7 +27,7 @@ from ..data.images import ImageReadError, open_lazy
 from ..devices import keep_large_blocks_apart
 from ..distributed import World
 from ..files import writing
-from ..normalization import streamed_normalizer
+from ..normalization import normalised_window, streamed_normalizer
 from .precision import resolve
 from .predict import PredictionCancelled, TileRunner
 from .tile_choice import choose_tile, memory_budget
@@ -52,6 +52,7 @@ def predict_to_zarr(
     progress: Callable[[float, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     restart: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Predict a (C, Z, Y, X) array-like into the OME-Zarr ``output``; the blocks this rank wrote.
 
@@ -69,6 +70,11 @@ def predict_to_zarr(
     grid = getattr(model, "yx_grid", 1)
     plan = TilePlan.make(shape, size_in, size_out, cfg.tiling, cfg.overlap, grid=grid)
     image = _Normalised(source, cfg.Normalization)
+    band = getattr(model, "intensity_band", None)
+    if band is not None and warn is not None and world.rank == 0:  # said once, before a block
+        line = band.shift(image.transforms[0].normalized_sample(), cfg.Normalization)
+        if line:
+            warn(line)
     made_by = fingerprint(model, cfg, size_in, size_out)
     with writing(output, f"writing-{world.rank}"):  # one live writer per rank and store
         array, done = _open_store(
@@ -210,9 +216,19 @@ class _Normalised:
 
     def __getitem__(self, key) -> np.ndarray:
         channels, *rest = key
-        block = np.asarray(self.source[(channels, *rest)], dtype=np.float32)
         picked = range(self.shape[0])[channels]
-        return np.stack([self.transforms[c](b) for c, b in zip(picked, block, strict=True)])
+        picked = [picked] if isinstance(picked, int) else picked
+        return np.stack(
+            [
+                normalised_window(
+                    lambda spans, c=c: np.asarray(self.source[(c, *spans)], dtype=np.float32),
+                    tuple(rest),
+                    self.shape[1:],
+                    self.transforms[c],
+                )
+                for c in picked
+            ]
+        )
 
 
 def predict_file_to_zarr(
@@ -262,12 +278,15 @@ def predict_lazy_to_zarr(
     should_cancel: Callable[[], bool] | None = None,
     name: str = "the image",
     restart: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> list[tuple[int, int, int]]:
     """A lazy (C, Z, Y, X) image (zarr, dask, memory map) into ``output``, block by block.
 
     Its ``InputCh`` channels are read; with ``size_in: auto`` the tile is chosen for the memory
     left beside one block (``note`` tells it). Returns the blocks this rank wrote
     (:func:`predict_to_zarr`); ``progress`` is called with (blocks done, blocks to do).
+    ``warn`` (else ``note``, as "warning: ...") is told when the image's intensities lie outside
+    the model's training band.
     """
     if image.shape[0] < max(cfg.InputCh) + 1:
         raise ImageReadError(
@@ -302,6 +321,7 @@ def predict_lazy_to_zarr(
         progress=progress,
         should_cancel=should_cancel,
         restart=restart,
+        warn=warn or ((lambda line: note(f"warning: {line}")) if note is not None else None),
     )
     if note is not None and world is not None and world.distributed:
         note(f"rank {world.rank}/{world.size} wrote blocks {sorted(written)}")

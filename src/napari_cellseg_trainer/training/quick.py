@@ -197,7 +197,8 @@ def quick_preset(
     cfg.lr_schedule = "warmup_cosine"
     cfg.foreground_share = 0.5
     # the next volume may be brighter, dimmer or carry a bright artefact: train for it, and
-    # normalise by percentiles that a bright tail does not move (docs/training.md)
+    # normalise so that specks, a gain, an offset or a gamma are undone (recipe 22,
+    # docs/training.md)
     cfg.intensity_augmentation = True
     cfg.acquisition_augmentation = True
     cfg.normalization = ROBUST_NORMALIZATION
