@@ -78,14 +78,25 @@ def _bg_then_auto_contrast(img: np.ndarray, a: float, b: float) -> np.ndarray:
     return auto_contrast(background_sub(img, 50), a, b)
 
 
+_SAMPLE_VOXELS = 4_000_000  # the percentiles' strided sample: about this many voxels
+
+
+def _sample_step(size: int) -> int:
+    return max(1, size // _SAMPLE_VOXELS)
+
+
+def _strided_sample(img: np.ndarray) -> np.ndarray:
+    """Every ``_sample_step``-th voxel of the flattened image (one pass, not a sort)."""
+    return np.asarray(img).reshape(-1)[:: _sample_step(img.size)]
+
+
 def percentile_range(img: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """Clip to the ``low`` and ``high`` percentiles and scale to [0, 1] (robust to hot pixels).
 
     The percentiles come from a strided sample of at most ~4 million voxels, so a whole-organ
     volume costs one pass, not a sort.
     """
-    step = max(1, img.size // 4_000_000)
-    sample = np.asarray(img).reshape(-1)[::step]
+    sample = _strided_sample(img)
     lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
     if hi <= lo:
         return np.zeros(img.shape, dtype=np.float32)
@@ -108,8 +119,7 @@ def robust_range(img: np.ndarray) -> np.ndarray:
     The same as bioimage.io's ``scale_range`` (5, 95) followed by ``clip`` (-1, 10). The
     percentiles come from the strided sample :func:`percentile_range` takes.
     """
-    step = max(1, img.size // 4_000_000)
-    sample = np.asarray(img).reshape(-1)[::step]
+    sample = _strided_sample(img)
     return _robust_scale(img, _robust_window(sample))
 
 
@@ -149,8 +159,7 @@ SPECK_STEP = 1.0  # in units of the window (p95 - p5)
 def balanced_range(img: np.ndarray) -> np.ndarray:
     """Specks removed, percentiles 5 and 95 to 0 and 1, the median brought to 0.25 by a power,
     bounded to [-1, 10] (recipe 22)."""
-    step = max(1, img.size // 4_000_000)
-    sample = np.asarray(img).reshape(-1)[::step]
+    sample = _strided_sample(img)
     return _balanced_scale(img, _balanced_window(sample))
 
 
@@ -337,7 +346,7 @@ def streamed_normalizer(recipe: int | dict, source, channel: int) -> BlockNormal
             f"Normalization {recipe!r} needs the whole volume in memory; for a volume predicted "
             f"block by block use one of {usable}"
         )
-    mn, mx, mean, std, sample = _channel_statistics(source, channel, True)
+    mn, mx, mean, std, sample = _channel_statistics(source, channel)
     if recipe == 21:
         return BlockNormalizer(partial(_robust_scale, window=_robust_window(sample)), sample)
     if recipe == 22:
@@ -399,7 +408,7 @@ def normalised_window(
     return transform(read(tuple(grown)))[tuple(inner)]
 
 
-def _channel_statistics(source, channel: int, with_sample: bool, slab_voxels: int = 2**24):
+def _channel_statistics(source, channel: int, slab_voxels: int = 2**24):
     """(min, max, mean, std, the percentile sample) of one channel, one z slab at a time.
 
     The mean and std are two passes in float64, as numpy computes them; the sample takes the
@@ -409,15 +418,14 @@ def _channel_statistics(source, channel: int, with_sample: bool, slab_voxels: in
     plane = height * width
     slab = max(1, slab_voxels // plane)
     size = depth * plane
-    step = max(1, size // 4_000_000)
+    step = _sample_step(size)
     mn, mx, total, sample = np.inf, -np.inf, 0.0, []
     for z in range(0, depth, slab):
         block = np.asarray(source[channel, z : z + slab], dtype=np.float64)
         mn, mx = min(mn, float(block.min())), max(mx, float(block.max()))
         total += float(block.sum())
-        if with_sample:
-            offset = (-z * plane) % step
-            sample.append(block.reshape(-1)[offset::step])
+        offset = (-z * plane) % step
+        sample.append(block.reshape(-1)[offset::step])
     mean = total / size
     squares = 0.0
     for z in range(0, depth, slab):
