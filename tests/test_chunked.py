@@ -220,3 +220,34 @@ def test_a_store_made_by_other_weights_is_refused_and_overwrite_starts_again(vol
     with pytest.raises(ChunkedError, match="not a prediction of this tool"):
         predict_to_zarr(other, image, folder, *args[1:], block=BLOCK, restart=True)
     assert (folder / "notes.txt").read_text() == "keep"
+
+
+class _Reads:
+    """A (C, Z, Y, X) array that counts its reads."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.reads = data, data.shape, 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self.data[key]
+
+
+@pytest.mark.parametrize(
+    "shape, size_in, size_out",
+    [((12, 70, 90), SIZE_IN, SIZE_OUT), ((5, 20, 30), (12, 32, 32), (8, 24, 24))],
+)
+def test_a_blocks_tiles_come_from_one_read_of_their_box(shape, size_in, size_out):
+    """Tiles cut from the box :meth:`TilePlan.input_box` reads equal tiles cut from the volume,
+    mirrored edges and a volume smaller than a tile included, and the volume is read once."""
+    from napari_cellseg_trainer.inference.chunked import _Boxed
+    from napari_cellseg_trainer.inference.tiling import TilePlan
+
+    data = np.random.default_rng(2).random((1, *shape)).astype(np.float32)
+    plan = TilePlan.make(shape, size_in, size_out, "blend", 0.25)
+    groups = [plan.corners[:1], plan.corners[-1:], plan.corners[1:5], plan.corners]
+    for corners in groups:
+        source = _Reads(data)
+        boxed = _Boxed(source, plan.input_box(corners))
+        np.testing.assert_array_equal(plan.cut(boxed, corners), plan.cut(data, corners))
+        assert source.reads == 1

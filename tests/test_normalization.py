@@ -288,3 +288,22 @@ def test_recipe_22_leaves_a_clean_image_nearly_as_recipe_21_shapes_it():
     assert np.count_nonzero(without_specks(raw, hi - lo) != raw) < 0.001 * raw.size
     a, b = normalize(raw[None], 21)[0], normalize(raw[None], 22)[0]
     assert np.all(np.diff(b.ravel()[np.argsort(a.ravel(), kind="stable")]) >= -1e-6)  # monotone
+
+
+def test_streamed_statistics_keep_one_slab_at_a_time_not_the_volume(monkeypatch):
+    """The strided sample is copied out of each slab: a view would keep every slab alive (the
+    whole volume in float64, which a 3 GiB cap refused at 256 x 2048 x 2048)."""
+    import tracemalloc
+
+    from napari_cellseg_trainer import normalization as norm
+
+    monkeypatch.setattr(norm, "_SAMPLE_VOXELS", 1000)  # a sample of every few hundredth voxel
+    volume = np.random.default_rng(5).random((1, 32, 128, 128)).astype(np.float32)
+    slab_bytes = 128 * 128 * 8  # one plane a slab, float64
+    tracemalloc.start()
+    try:
+        norm._channel_statistics(volume, 0, slab_voxels=128 * 128)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * slab_bytes  # the whole volume would be 32 slabs

@@ -425,7 +425,7 @@ def _channel_statistics(source, channel: int, slab_voxels: int = 2**24):
         mn, mx = min(mn, float(block.min())), max(mx, float(block.max()))
         total += float(block.sum())
         offset = (-z * plane) % step
-        sample.append(block.reshape(-1)[offset::step])
+        sample.append(block.reshape(-1)[offset::step].copy())  # a view would keep the slab
     mean = total / size
     squares = 0.0
     for z in range(0, depth, slab):

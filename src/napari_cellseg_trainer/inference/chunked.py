@@ -166,6 +166,8 @@ def _predict_block(runner, plan: TilePlan, image, region, n_pairs, batch, cache)
     window = blend_window(plan.size_out)
     corners = list(_corners_in(plan, region))
     missing = [c for c in corners if cache.get(c) is None]
+    if missing:  # one read for the block's new tiles, not one per tile
+        image = _Boxed(image, plan.input_box(missing))
     for start in range(0, len(missing), batch):
         chunk = missing[start : start + batch]
         tiles = torch.from_numpy(plan.cut(image, chunk)).to(runner.device)
@@ -204,6 +206,29 @@ def _overlap(corner: Corner, size_out, region) -> tuple[tuple[slice, ...], tuple
         inside.append(slice(lo - c, hi - c))
         local.append(slice(lo - r.start, hi - r.start))
     return tuple(inside), tuple(local)
+
+
+class _Boxed:
+    """A (C, Z, Y, X) array-like whose windows inside ``box`` come from one read of it.
+
+    A lazy image (a TIFF read plane by plane, zarr chunks) is read and normalised once for a
+    block's tiles instead of once per tile; a window outside the box is read from ``image``.
+    """
+
+    def __init__(self, image, box: tuple[slice, slice, slice]) -> None:
+        self.image, self.shape = image, tuple(image.shape)
+        self.origin = tuple(s.start for s in box)
+        self.data = np.asarray(image[(slice(None), *box)])
+
+    def __getitem__(self, key) -> np.ndarray:
+        channels, *spans = key
+        local = []
+        for span, origin, size in zip(spans, self.origin, self.data.shape[1:], strict=True):
+            start, stop = span.start - origin, span.stop - origin
+            if span.step not in (None, 1) or start < 0 or stop > size:
+                return self.image[key]
+            local.append(slice(start, stop))
+        return self.data[(channels, *local)]
 
 
 class _Normalised:

@@ -143,9 +143,32 @@ class TilePlan:
             self._fill(tile, image, corner)
         return tiles
 
-    def _fill(self, tile: np.ndarray, image, corner: Corner) -> None:
+    def input_start(self, corner: Corner) -> Corner:
+        """Where the input window of the tile at ``corner`` starts in the volume (it may start
+        before the volume, or reach past its end: :meth:`cut` pads there)."""
         margin = margin_of(self.size_in, self.size_out)
-        starts = (corner[0] + self.first - margin[0], corner[1] - margin[1], corner[2] - margin[2])
+        return (corner[0] + self.first - margin[0], corner[1] - margin[1], corner[2] - margin[2])
+
+    def input_box(self, corners: Sequence[Corner]) -> tuple[slice, slice, slice]:
+        """The smallest box of the volume holding all that :meth:`cut` reads for ``corners``
+        (mirrored padding included); read once, it serves their tiles."""
+        lows, highs = np.array(self.shape), np.zeros(3, dtype=int)
+        for corner in corners:
+            for axis, (start, n) in enumerate(
+                zip(self.input_start(corner), self.size_in, strict=True)
+            ):
+                index = np.arange(start, start + n)
+                if axis == 0:
+                    index = index[(index >= 0) & (index < self.shape[0])]
+                else:
+                    index = _mirrored(index, self.shape[axis])
+                if index.size:
+                    lows[axis] = min(lows[axis], index.min())
+                    highs[axis] = max(highs[axis], index.max() + 1)
+        return tuple(slice(int(lo), int(max(lo, hi))) for lo, hi in zip(lows, highs, strict=True))  # type: ignore[return-value]
+
+    def _fill(self, tile: np.ndarray, image, corner: Corner) -> None:
+        starts = self.input_start(corner)
         lengths = image.shape[1:]
         inside = all(
             0 <= s and s + n <= length
