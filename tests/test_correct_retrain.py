@@ -116,3 +116,36 @@ def test_a_fine_tune_starts_from_the_checkpoints_weights_in_a_new_run_folder(
     assert saved[-1].parent.parent == trained_checkpoint.parent  # beside it, a run of its own
     assert saved[-1].parent.name.startswith("run-") and started.folder == saved[-1].parent
     assert _digest(trained_checkpoint) == before  # the source checkpoint is untouched
+    tuned = ckpt.load_checkpoint(saved[-1]).model_state
+    assert cfg.freeze_batchnorm  # the corrections teach the weights, not the statistics
+    for name, value in source.model_state.items():
+        if name.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(tuned[name], value)
+
+
+def test_frozen_batchnorm_keeps_its_statistics_and_trains_the_rest():
+    """freeze_batchnorm: a step normalises with the running statistics and leaves them as they
+    were; the weights (the BatchNorm's own scale and shift included) still learn."""
+    from conftest import StandInNet
+
+    raw, label, costmap = prepare(_sparse_layer(), 0)
+    margin = [(i - o) // 2 for i, o in zip(SIZE_IN, SIZE_OUT, strict=True)]
+    inner = tuple(slice(m, m + o) for m, o in zip(margin, SIZE_OUT, strict=True))
+    batch = (
+        torch.from_numpy(raw[None]),
+        torch.from_numpy(label[inner][None].astype(np.int64)),
+        torch.from_numpy(costmap[inner][None]),
+    )
+    found = {}
+    for frozen in (False, True):
+        cfg = template("unet_xy")
+        cfg.size_in, cfg.size_out, cfg.learning_rate = list(SIZE_IN), list(SIZE_OUT), 1e-2
+        cfg.freeze_batchnorm = frozen
+        torch.manual_seed(0)
+        net = StandInNet(cfg)
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        TrainingStep(cfg, torch.device("cpu"), net=net)(*batch)
+        found[frozen] = {k: not torch.equal(v, start[k]) for k, v in net.state_dict().items()}
+    assert found[False]["bn.running_mean"] and found[False]["bn.running_var"]
+    assert not found[True]["bn.running_mean"] and not found[True]["bn.running_var"]
+    assert found[True]["conv.weight"] and found[True]["bn.weight"] and found[True]["bn.bias"]

@@ -261,6 +261,16 @@ class TrainConfig(NetworkFields):
         "many epochs; needs holdout > 0. null: never." + OURS,
         group="learning",
     )
+    freeze_batchnorm: bool = param(
+        False,
+        VType("bool"),
+        OK,
+        "Keep the BatchNorm layers' running statistics as the starting weights have them, and "
+        "normalise with them while training: in a short fine-tune with batches of one, the last "
+        "few patches would otherwise replace the statistics the model learned over many. The "
+        "Predict tab's Fine-tune (correct and retrain) sets it." + OURS,
+        group="learning",
+    )
     keep_best: bool = param(
         False,
         VType("bool"),

@@ -237,5 +237,6 @@ def fine_tune_preset(checkpoint: Path, minutes: float = 3.0) -> TrainConfig:
     cfg.lr_schedule = "warmup_cosine"
     cfg.holdout, cfg.early_stop, cfg.validation.metric = 0.0, None, None
     cfg.keep_best = False  # nothing held out to judge by
+    cfg.freeze_batchnorm = True  # a few corrected planes must not replace the statistics
     cfg.loader.epoch_shuffle, cfg.save_every_n_epoch = 1, 100_000
     return cfg

@@ -72,6 +72,10 @@ class TrainingStep:
             self.prepare()
         model = self.model
         model.train()
+        if self.cfg.freeze_batchnorm:  # normalise with the running statistics, and keep them
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         raw, label = raw.to(self.device), label.to(self.device)
         costmap = costmap.to(self.device)
         try:
