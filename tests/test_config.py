@@ -71,6 +71,7 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
         "normalization",
         "holdout",
         "early_stop",
+        "freeze_batchnorm",
         "keep_best",
         "run_subfolder",
         "finetune_from",
@@ -92,6 +93,7 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
     )
     assert not defaults.intensity_augmentation and defaults.normalization is None
     assert (defaults.holdout, defaults.early_stop, defaults.run_subfolder) == (0, None, False)
+    assert not defaults.freeze_batchnorm  # BatchNorm statistics update as they always did
 
 
 def test_save_load_round_trip_is_identity(tmp_path):
@@ -210,7 +212,7 @@ def test_overrides_set_nested_values_and_recompute_size_out(tmp_path):
 
 def test_every_field_has_kind_help_and_a_valid_default():
     specs = config.fields(TrainConfig)
-    assert len(specs) == len({s.key for s in specs}) == 44
+    assert len(specs) == len({s.key for s in specs}) == 45
     for spec in specs:
         assert isinstance(spec.kind, Kind)
         assert len(spec.help) > 20, spec.key
