@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import numpy as np
@@ -406,6 +406,23 @@ def normalised_window(
         grown.append(slice(lo, hi))
         inner.append(slice(start - lo, start - lo + (stop - start)))
     return transform(read(tuple(grown)))[tuple(inner)]
+
+
+def normalised_channels(source, channels: Iterable[int], spans, transforms) -> np.ndarray:
+    """The (Z, Y, X) window ``spans`` of ``channels`` of a (C, Z, Y, X) array-like ``source``,
+    each channel normalised by its ``transforms[c]`` (:func:`normalised_window`), stacked."""
+    shape = tuple(int(n) for n in source.shape[1:])
+    return np.stack(
+        [
+            normalised_window(
+                lambda window, c=c: np.asarray(source[(c, *window)], dtype=np.float32),
+                tuple(spans),
+                shape,
+                transforms[c],
+            )
+            for c in channels
+        ]
+    )
 
 
 def _channel_statistics(source, channel: int, slab_voxels: int = 2**24):

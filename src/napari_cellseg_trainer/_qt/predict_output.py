@@ -102,8 +102,6 @@ class OutputTools(QWidget):
     def export_bioimageio(self, path: str | Path, overwrite: bool = False) -> WorkerBase | None:
         """Export the chosen checkpoint as the package ``path`` (.zip) in the worker thread."""
         from ..export import export_bioimageio
-        from ..export.bioimageio import normalization_caveat
-        from ..model_source import open_model
 
         runner = self.runner
         checkpoint = Path(self.form.cfg.model_path).expanduser()
@@ -117,18 +115,18 @@ class OutputTools(QWidget):
             return None
         runner.status.setText(f"exporting {checkpoint.name} as a bioimage.io package…")
 
-        def work() -> tuple[Path, str | None]:
-            written = export_bioimageio(checkpoint, path, overwrite=overwrite)
-            recipe = open_model(checkpoint).extra.get("normalization")
-            return written, normalization_caveat(recipe)
+        def work() -> tuple[Path, list[str]]:
+            caveats: list[str] = []
+            written = export_bioimageio(checkpoint, path, overwrite=overwrite, note=caveats.append)
+            return written, caveats
 
         return runner.start_worker(work, on_return=self._exported, failed="export failed")
 
-    def _exported(self, result: tuple[Path, str | None]) -> None:
-        path, caveat = result
+    def _exported(self, result: tuple[Path, list[str]]) -> None:
+        path, caveats = result
         self.runner.status.setText(f"exported {path}")
         show_info(f"bioimage.io package written: {path.name} (in {path.parent})")
-        if caveat:
+        for caveat in caveats:
             show_info(caveat)
 
     def _ask_export(self) -> None:

@@ -34,8 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_bioimageio(args: argparse.Namespace) -> int:
     from ..export import export_bioimageio  # torch and bioimageio load only for this command
-    from ..export.bioimageio import normalization_caveat
-    from ..model_source import open_model
 
     path = export_bioimageio(
         args.checkpoint,
@@ -43,9 +41,7 @@ def run_bioimageio(args: argparse.Namespace) -> int:
         name=args.name,
         authors=args.authors,
         overwrite=args.overwrite,
+        note=lambda line: print(f"note: {line}", file=sys.stderr),
     )
-    caveat = normalization_caveat(open_model(args.checkpoint).extra.get("normalization"))
-    if caveat:
-        print(f"note: {caveat}", file=sys.stderr)
     print(path)
     return 0

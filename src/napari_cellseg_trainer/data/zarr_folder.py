@@ -21,7 +21,7 @@ import numpy as np
 from ..normalization import (
     STREAMED,
     NormalizationError,
-    normalised_window,
+    normalised_channels,
     streamed_normalizer,
 )
 from .array_checks import check_costmap_array, check_label_array, check_shapes
@@ -239,18 +239,7 @@ def _normalising(base: StoredVolume, transforms) -> Callable:
         window = tuple(
             slice(s.start - o, s.stop - o) for s, o in zip(spans[1:], base.origin[1:], strict=True)
         )
-        block = np.stack(
-            [
-                normalised_window(
-                    lambda w, c=c: np.asarray(base[(c, *w)], dtype=np.float32),
-                    window,
-                    base.shape[1:],
-                    t,
-                )
-                for c, t in enumerate(transforms)
-            ]
-        )
-        return block[spans[0]]
+        return normalised_channels(base, range(len(transforms)), window, transforms)[spans[0]]
 
     return read
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,7 @@ def export_bioimageio(
     sample: np.ndarray | None = None,
     normalization: Any = None,
     overwrite: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the checkpoint as a bioimage.io model package ``output_zip``; returns its path.
 
@@ -265,6 +266,8 @@ def export_bioimageio(
     normalization : how the training raw was normalised: ``None``, ``"min_max"`` or 0 (min-max
         to [0, 1], the default), ``"none"``, or ``{"gain": g, "offset": o}``.
     overwrite : replace an existing ``output_zip`` (otherwise it is refused, left untouched).
+    note : told, once the package is written, what it cannot describe of the normalisation
+        (:func:`normalization_caveat`), if anything.
     """
     v0_5 = _spec()
     output = Path(output_zip)
@@ -305,6 +308,9 @@ def export_bioimageio(
             overwrite,
         )
         gc.collect()  # close what bioimageio left open in ``tmp`` (Windows cannot delete it open)
+    caveat = normalization_caveat(normalization)
+    if caveat and note is not None:
+        note(caveat)
     return output
 
 

@@ -27,7 +27,7 @@ from ..data.images import ImageReadError, open_lazy
 from ..devices import keep_large_blocks_apart
 from ..distributed import World
 from ..files import writing
-from ..normalization import normalised_window, streamed_normalizer
+from ..normalization import normalised_channels, streamed_normalizer
 from .precision import resolve
 from .predict import PredictionCancelled, TileRunner
 from .tile_choice import choose_tile, memory_budget
@@ -243,17 +243,7 @@ class _Normalised:
         channels, *rest = key
         picked = range(self.shape[0])[channels]
         picked = [picked] if isinstance(picked, int) else picked
-        return np.stack(
-            [
-                normalised_window(
-                    lambda spans, c=c: np.asarray(self.source[(c, *spans)], dtype=np.float32),
-                    tuple(rest),
-                    self.shape[1:],
-                    self.transforms[c],
-                )
-                for c in picked
-            ]
-        )
+        return normalised_channels(self.source, picked, rest, self.transforms)
 
 
 def predict_file_to_zarr(
