@@ -237,14 +237,20 @@ def train_quick(
 
 
 def predict(
-    reference: str | Path, raw: np.ndarray, warnings: list[str] | None = None
+    reference: str | Path,
+    raw: np.ndarray,
+    warnings: list[str] | None = None,
+    recipe: int | None = None,
 ) -> tuple[np.ndarray, float | None]:
-    """Probabilities of ``raw`` (Z, Y, X) with a checkpoint's or starter's defaults, and the
-    threshold its held-out slab chose (None for a starter)."""
+    """Probabilities of ``raw`` (Z, Y, X) with a checkpoint's or starter's defaults (its
+    normalisation, or ``recipe``), and the threshold its held-out slab chose (None for a
+    starter)."""
     loaded = open_model(reference)
     defaults = defaults_from_checkpoint(loaded)
     cfg = defaults.config
     cfg.Threshold = -1.0
+    if recipe is not None:
+        cfg.Normalization = recipe
     model = model_for(loaded, cfg)
     callbacks = Callbacks(warn=warnings.append if warnings is not None else None)
     prob = segment(model, raw[None].astype(np.float32), cfg, torch.device("cpu"), callbacks)[0]

@@ -188,3 +188,20 @@ def test_a_starter_exports_to_a_package_that_passes_bioimageio_test(tmp_path, ca
     clip = next(s for s in steps if s.id == "clip")
     assert (scale.kwargs.min_percentile, scale.kwargs.max_percentile) == (5, 95)
     assert (clip.kwargs.min, clip.kwargs.max) == (-1, 10)
+
+
+def test_recipe_24_exports_as_22_does_and_says_it_also_leaves_out_the_stripes():
+    """The Quick preset's recipe: its linear part (as 21), and a caveat naming each step left out."""
+    from bioimageio.spec.model import v0_5
+
+    from napari_cellseg_trainer.export.bioimageio import _normalization, normalization_caveat
+
+    steps21, _, _ = _normalization(21, v0_5)
+    steps24, function, text = _normalization(24, v0_5)
+    assert [s.id for s in steps24] == [s.id for s in steps21] == ["scale_range", "clip"]
+    caveat = normalization_caveat(24)
+    assert "recipe 24 first takes out bright stripes, removes specks" in caveat
+    assert "none of these steps" in caveat and caveat in text
+    assert "stripe" not in normalization_caveat(22) and normalization_caveat(21) is None
+    volume = np.random.default_rng(0).random((1, 1, 4, 8, 8)).astype(np.float32)
+    assert np.isfinite(function(volume)).all()

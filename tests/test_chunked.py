@@ -36,6 +36,8 @@ def volume(tmp_path_factory):
     folder = tmp_path_factory.mktemp("volume")
     data = (np.random.default_rng(0).random((12, 70, 90)) * 200).astype(np.float32)
     data[np.random.default_rng(1).random(data.shape) < 0.01] = 1000  # specks, at block faces too
+    data[:, 40:42, :] += 600  # a stripe along x inside a block, one along y across block faces
+    data[:, :, 31:34] += 500
     meta = {"axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3, "PhysicalSizeZ": 1.0}
     path = folder / "cells.ome.tif"
     tifffile.imwrite(path, data, ome=True, metadata=meta)
@@ -62,7 +64,8 @@ def _config(recipe: int = 10) -> PredictConfig:
     return cfg
 
 
-@pytest.mark.parametrize("recipe", [10, 22])  # 22 looks one voxel beyond each block
+# 22 looks one voxel beyond each block, 24 takes out the whole volume's stripes too
+@pytest.mark.parametrize("recipe", [10, 22, 24])
 def test_zarr_prediction_equals_the_in_memory_one_and_keeps_the_voxel_size(
     volume, tmp_path, recipe
 ):

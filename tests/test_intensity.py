@@ -37,14 +37,21 @@ def test_the_acquisition_change_stays_within_its_gain_and_offset(blobs, monkeypa
     _gain_only(monkeypatch)
     span, low = float(raw.max() - raw.min()), float(raw.min())
     gains, offsets = [], []
+    saturated = []
     for seed in range(40):
         out = acquisition_change(raw, np.random.default_rng(seed), label)
-        gain, offset = np.polyfit(raw.ravel().astype(np.float64), out.ravel(), 1)
+        assert out.max() <= raw.max()  # the detector's ceiling: the image's brightest voxel
+        below = out < raw.max()  # the gain and offset, read where the detector did not saturate
+        gain, offset = np.polyfit(raw[below].astype(np.float64), out[below], 1)
         gains.append(gain)
         offsets.append((offset + gain * low - low) / span)  # the offset added, in ranges
+        saturated.append((gain, np.mean(~below)))
     assert intensity.GAIN[0] - 1e-3 <= min(gains) and max(gains) <= intensity.GAIN[1] + 1e-3
     assert max(gains) / min(gains) > 2  # the range is used, not one value
     assert -1e-3 <= min(offsets) and max(offsets) <= intensity.OFFSET + 1e-3
+    # a brighter acquisition saturates its brightest structure, a dimmer one nothing
+    assert max(share for gain, share in saturated if gain > 1.5) > 0.01
+    assert all(share <= np.mean(raw == raw.max()) for gain, share in saturated if gain < 0.9)
 
 
 def test_the_acquisition_change_leaves_labels_alone_and_adds_its_artefacts(blobs):
@@ -101,6 +108,10 @@ def test_the_band_warns_on_a_shifted_volume_not_on_the_training_one(blobs):
     line = band.shift(normalize(dark[None], 21), 21)
     assert line and "percentile" in line and "fine-tune" in line
     assert band.shift(normalize(dark[None], 0), 0) is None  # another recipe: not comparable
+    assert band.shift(normalize(dark[None], 21), {"ops": []}) is None
+    band22 = IntensityBand.of([normalize(raw[None], 22)], 22)  # 24 is 22 after the stripes
+    assert band22.shift(normalize(raw[None], 24), 24) is None
+    assert band22.shift(normalize(dark[None], 24), 24)
     assert IntensityBand.from_extra({"intensity": band.to_extra()}) == band
     assert IntensityBand.from_extra({"intensity": {"low": "x"}}) is None
 

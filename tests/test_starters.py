@@ -128,9 +128,10 @@ def test_a_starter_needs_its_normalisation(tiny_config, tmp_path, capsys):
     tiny_config.finetune_from, tiny_config.normalization = "starter:boundaries", 20
     path = config.save_config(tiny_config, tmp_path / "train.yaml")
     _refused(["config", "check", str(path)], capsys, "normalization: 22")
-    tiny_config.normalization = 21  # what the preset wrote before recipe 22: still taken
-    path = config.save_config(tiny_config, tmp_path / "train21.yaml")
-    assert main(["config", "check", str(path)]) == 0
+    for taken in (21, 24):  # what the preset wrote before recipe 22, and writes now
+        tiny_config.normalization = taken
+        path = config.save_config(tiny_config, tmp_path / f"train{taken}.yaml")
+        assert main(["config", "check", str(path)]) == 0
 
 
 @pytest.mark.parametrize(
@@ -180,7 +181,7 @@ def test_the_quick_preset_starts_from_the_starter_and_says_so(tmp_path, monkeypa
     captured = capsys.readouterr()
     assert "starting from starter:nuclei" in captured.err
     assert "finetune_from: starter:nuclei" in captured.out
-    assert "normalization: 22" in captured.out and "acquisition_augmentation: true" in captured.out
+    assert "normalization: 24" in captured.out and "acquisition_augmentation: true" in captured.out
     assert main([*argv, "--start", "scratch"]) == 0
     captured = capsys.readouterr()
     assert "from random weights" in captured.err and "finetune_from: null" in captured.out

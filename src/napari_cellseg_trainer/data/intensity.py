@@ -41,7 +41,9 @@ def acquisition_change(
 
     Gain, offset, gamma and, with a label, the structure's contrast over its background; some
     images get saturated specks (up to 1% of voxels), a bright stripe along x or a saturated
-    blob. The label is not changed: these are changes of the light, not of the sample.
+    blob. Nothing exceeds the image's brightest voxel (taken as the detector's ceiling): a gain
+    above 1 saturates the brightest structure. The label is not changed: these are changes of
+    the light, not of the sample.
     """
     out = raw.astype(np.float32)
     low, high = float(out.min()), float(out.max())
@@ -57,12 +59,17 @@ def acquisition_change(
             out[structure] = background + (out[structure] - background) * factor
     out *= np.float32(span * rng.uniform(*GAIN))
     out += np.float32(low + rng.uniform(0, OFFSET) * span)
-    top = float(out.max())
+    # the detector saturates: its ceiling taken as the image's brightest voxel (a well-exposed
+    # acquisition), a brighter one records the brightest structure flat at that ceiling
+    top = high if high > low else float(out.max())
+    np.minimum(out, np.float32(top), out=out)
     if rng.random() < SPECK_CHANCE:
         out[rng.random(out.shape) < rng.uniform(*SPECKS)] = top
     if rng.random() < STRIPE_CHANCE:
         y, width = int(rng.integers(out.shape[1])), int(rng.integers(1, 4))
-        out[:, y : y + width] += np.float32(rng.uniform(0.2, 1.0) * span)
+        stripe = out[:, y : y + width]
+        stripe += np.float32(rng.uniform(0.2, 1.0) * span)
+        np.minimum(stripe, np.float32(top), out=stripe)
     if rng.random() < BLOB_CHANCE:
         centre = [int(rng.integers(n)) for n in out.shape]
         radius = rng.uniform(3, 10)
@@ -146,10 +153,16 @@ class IntensityBand:
         None when it lies inside (within :data:`TOLERANCE`), or when the volume was normalised
         by another recipe than the training raw (the figures would not compare). Raw used as
         given in training (recipe None, about [0, 1]) compares with min-max (0), which
-        prediction then applies.
+        prediction then applies; recipes 22 and 24 compare (24 is 22 after the stripes).
         """
-        same = recipe == self.recipe or (self.recipe is None and recipe == 0)
-        if not same or isinstance(recipe, dict):
+        if isinstance(recipe, dict):
+            return None
+        same = (
+            recipe == self.recipe
+            or (self.recipe is None and recipe == 0)
+            or {recipe, self.recipe} == {22, 24}
+        )
+        if not same:
             return None
         found = percentiles_of(normalized)
         outside = []

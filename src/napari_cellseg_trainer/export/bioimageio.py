@@ -132,9 +132,9 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
             _percentiles,
             "percentiles 1-99.8, clipped",
         )
-    if normalization == 22:  # its linear part, said in the README (normalization_caveat)
-        pre, function, text = _normalization(21, v0_5)
-        return pre, function, f"{text}. {normalization_caveat(22)}"
+    if normalization in (22, 24) and normalization is not True:  # the linear part, with the
+        pre, function, text = _normalization(21, v0_5)  # caveat in the README
+        return pre, function, f"{text}. {normalization_caveat(normalization)}"
     if normalization == 21:  # percentiles 5 and 95 to 0 and 1, bounded: scale_range then clip
         axes = [v0_5.AxisId(a) for a in "zyx"]
         low, high = ROBUST_PERCENTILES
@@ -161,12 +161,15 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
 
 def normalization_caveat(normalization: Any) -> str | None:
     """What a package cannot describe of a recipe it exports (None: it describes it exactly)."""
-    if normalization == 22 and normalization is not True:
+    if normalization in (22, 24) and normalization is not True:
+        stripes = "takes out bright stripes, " if normalization == 24 else ""
+        steps = "none of these steps" if normalization == 24 else "neither step"
+        spoilt = "saturated specks or a stripe" if normalization == 24 else "saturated specks"
         return (
-            "The plugin's recipe 22 first removes specks and brings the median to 0.25 by a "
-            "power; bioimage.io has neither step, so the package gives the model the percentile "
-            "window only: on a volume with saturated specks, or brighter or dimmer than the "
-            "training one, its predictions are not the plugin's"
+            f"The plugin's recipe {normalization} first {stripes}removes specks and brings the "
+            f"median to 0.25 by a power; bioimage.io has {steps}, so the package gives the "
+            f"model the percentile window only: on a volume with {spoilt}, or brighter or "
+            "dimmer than the training one, its predictions are not the plugin's"
         )
     return None
 

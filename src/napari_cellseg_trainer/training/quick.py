@@ -197,7 +197,7 @@ def quick_preset(
     cfg.lr_schedule = "warmup_cosine"
     cfg.foreground_share = 0.5
     # the next volume may be brighter, dimmer or carry a bright artefact: train for it, and
-    # normalise so that specks, a gain, an offset or a gamma are undone (recipe 22,
+    # normalise so that stripes, specks, a gain, an offset or a gamma are undone (recipe 24,
     # docs/training.md)
     cfg.intensity_augmentation = True
     cfg.acquisition_augmentation = True
