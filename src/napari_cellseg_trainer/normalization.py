@@ -239,6 +239,15 @@ def without_specks(img: np.ndarray, step: float) -> np.ndarray:
 STRIPE_STEP = 0.5
 STRIPE_ROWS = 11  # the row and 5 on each side
 STRIPE_PERCENTILE = 10.0
+# recipe -> the recipe whose values it gives where its extra step finds nothing to take out
+EXTENDS = {24: 22}
+
+
+def same_values(a: object, b: object) -> bool:
+    """Whether recipes ``a`` and ``b`` give the same values to a volume without stripes."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return False
+    return EXTENDS.get(a, a) == EXTENDS.get(b, b)
 
 
 def stripe_free_range(img: np.ndarray) -> np.ndarray:
@@ -508,8 +517,9 @@ def normalised_window(
     with the voxels around it that the transform looks at (its ``halo``), so that a window comes
     out as it does in the whole volume."""
     halo = getattr(transform, "halo", 0)
+    positional = getattr(transform, "voxelwise", None) is not None  # it takes the block's origin
     plain = all(isinstance(s, slice) and s.step in (None, 1) for s in spans)
-    if getattr(transform, "voxelwise", None) is not None and not plain:
+    if positional and not plain:
         raise NormalizationError(f"a window of whole slices is needed here, got {spans!r}")
     if not halo or not plain:
         return transform(read(spans))
@@ -520,7 +530,7 @@ def normalised_window(
         grown.append(slice(lo, hi))
         inner.append(slice(start - lo, start - lo + (stop - start)))
     block = read(tuple(grown))
-    if getattr(transform, "voxelwise", None) is not None:
+    if positional:
         return transform(block, tuple(g.start for g in grown))[tuple(inner)]
     return transform(block)[tuple(inner)]
 

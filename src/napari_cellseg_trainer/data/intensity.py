@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..normalization import same_values
+
 # Ranges of the acquisition change (a whole raw image, before normalisation).
 GAIN = (0.5, 2.0)
 OFFSET = 0.2  # of the image's range, at most
@@ -157,12 +159,7 @@ class IntensityBand:
         """
         if isinstance(recipe, dict):
             return None
-        same = (
-            recipe == self.recipe
-            or (self.recipe is None and recipe == 0)
-            or {recipe, self.recipe} == {22, 24}
-        )
-        if not same:
+        if not (same_values(recipe, self.recipe) or (self.recipe is None and recipe == 0)):
             return None
         found = percentiles_of(normalized)
         outside = []

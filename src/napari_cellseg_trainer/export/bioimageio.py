@@ -132,8 +132,8 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
             _percentiles,
             "percentiles 1-99.8, clipped",
         )
-    if normalization in (22, 24) and normalization is not True:  # the linear part, with the
-        pre, function, text = _normalization(21, v0_5)  # caveat in the README
+    if normalization in (22, 24):  # the linear part, with the caveat in the README
+        pre, function, text = _normalization(21, v0_5)
         return pre, function, f"{text}. {normalization_caveat(normalization)}"
     if normalization == 21:  # percentiles 5 and 95 to 0 and 1, bounded: scale_range then clip
         axes = [v0_5.AxisId(a) for a in "zyx"]
@@ -161,7 +161,7 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
 
 def normalization_caveat(normalization: Any) -> str | None:
     """What a package cannot describe of a recipe it exports (None: it describes it exactly)."""
-    if normalization in (22, 24) and normalization is not True:
+    if normalization in (22, 24):
         stripes = "takes out bright stripes, " if normalization == 24 else ""
         steps = "none of these steps" if normalization == 24 else "neither step"
         spoilt = "saturated specks or a stripe" if normalization == 24 else "saturated specks"
