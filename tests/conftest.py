@@ -10,6 +10,7 @@ import torch
 
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.data import write_sample_folder
+from napari_cellseg_trainer.models import geometry
 from napari_cellseg_trainer.training import CheckpointSaved, train
 
 # pytest-xdist runs the files in several worker processes (scripts/test.sh: one per core): each
@@ -118,17 +119,53 @@ def stand_in_network(monkeypatch):
     monkeypatch.setattr(step, "build_network", StandInNet)
 
 
+class StandInPredictor(torch.nn.Module):
+    """The stand-in network (:class:`StandInNet`) for any tile: the U-Net's crop.
+
+    A 1x1x1 convolution cropped to unet_xy's output size for the tile it is given, so the
+    panels predict with it in milliseconds whatever tile they choose. Its state dict is
+    StandInNet's: checkpoints trained with ``stand_in_network`` load into it.
+    """
+
+    model_name = "unet_xy"
+    yx_grid = geometry.yx_grid("unet_xy", 3)
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(cfg.nchannel, 2, kernel_size=1)
+        self.bn = torch.nn.BatchNorm3d(2)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        size_in = tuple(int(v) for v in x.shape[2:])
+        z, h, w = geometry.size_out("unet_xy", size_in)
+        mz, my, mx = ((i - o) // 2 for i, o in zip(size_in, (z, h, w), strict=True))
+        y = torch.log_softmax(y[:, :, mz : mz + z, my : my + h, mx : mx + w], dim=1)
+        return [y, y, y]
+
+
+@pytest.fixture
+def stand_in_predictor(monkeypatch):
+    """Checkpoints rebuild :class:`StandInPredictor` instead of the U-Net (prediction, export)."""
+    from napari_cellseg_trainer import checkpoint
+
+    monkeypatch.setattr(checkpoint, "build_network", StandInPredictor)
+
+
 # The files that take longest (real trainings, subprocesses) go first: with the files spread
 # over pytest-xdist workers (scripts/test.sh), a long file started last would run alone at the
 # end while the other workers wait.
 _LONGEST_FIRST = (
-    "test_training.py",
     "test_distributed.py",
-    "test_crash_safety.py",
+    "test_starters.py",
+    "test_training.py",
     "test_memory.py",
+    "test_cli.py",
     "test_bioimageio.py",
-    "test_learning.py",
+    "test_crash_safety.py",
+    "test_zarr_inputs.py",
     "test_tile_choice.py",
+    "test_chunked.py",
     "test_predict_cli.py",
 )
 

@@ -81,12 +81,11 @@ def package(checkpoint) -> Path:
     return output
 
 
-def test_package_passes_bioimageio_core_test(package, checkpoint):
-    # TorchScript is what bioimage.io consumers run; both formats pass `bioimageio test`, but
-    # each costs seven forward passes, so the state-dict entry is only loaded through core here.
-    summary = bioimageio.core.test_model(package, weight_format="torchscript", devices=["cpu"])
-    assert summary.status == "passed", summary.format()
-
+def test_package_weights_load_back_through_bioimageio_core(package, checkpoint):
+    # `bioimageio test` (seven forward passes of the TorchScript weights, against the test
+    # output the export wrote) runs on the boundaries starter's package below: a package that
+    # lost the BatchNorm statistics fails it there. Here the state-dict entry is loaded through
+    # core and compared with the checkpoint, key by key.
     descr = load_model_description(package)
     net = load_torch_model(descr.weights.pytorch_state_dict, load_state=True, devices=["cpu"])
     expected = load_checkpoint(checkpoint).model_state

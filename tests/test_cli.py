@@ -154,15 +154,18 @@ def test_pretrain_export_writes_a_starter_from_the_checkpoint_given(
     half precision with its card and its BatchNorm statistics measured again (the weights as
     they were); a missing checkpoint is one line, exit 2, nothing written."""
     from dataclasses import replace
+    from functools import partial
 
     import torch
 
     from napari_cellseg_trainer.checkpoint import load_checkpoint
     from napari_cellseg_trainer.training import pretrain
 
-    # one generated volume for the BatchNorm statistics instead of the recipe's six
+    # one generated volume for the BatchNorm statistics instead of the recipe's six, and two
+    # for the intensity band instead of 24
     small = replace(pretrain.RECIPES["boundaries"], volumes_per_buffer=1)
     monkeypatch.setitem(pretrain.RECIPES, "boundaries", small)
+    monkeypatch.setattr(pretrain, "starter_extra", partial(pretrain.starter_extra, volumes=2))
     out = tmp_path / "boundaries.pt"
     args = ["pretrain", "export", "--starter", "boundaries", "--output"]
     given = ["--checkpoint", str(trained_checkpoint), "--patches", "2"]

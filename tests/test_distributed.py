@@ -60,14 +60,14 @@ def torchrun(n: int, config_path, tmp_path, *extra: str) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def two_rank_run(sample_folder, tmp_path_factory):
-    """Six epochs on 2 ranks (gloo), 1 patch per rank per epoch, the same patches throughout."""
+    """Four epochs on 2 ranks (gloo), 1 patch per rank per epoch, the same patches throughout."""
     tmp = tmp_path_factory.mktemp("ddp")
     cfg = config.template("unet_xy")
     cfg.size_in, cfg.size_out = [29, 92, 92], [1, 4, 4]  # the smallest patch: quick steps
     cfg.loader.datafolder = str(sample_folder)
-    cfg.loader.batch_size, cfg.loader.PatchPerBuffer, cfg.loader.epoch_shuffle = 1, 2, 6
+    cfg.loader.batch_size, cfg.loader.PatchPerBuffer, cfg.loader.epoch_shuffle = 1, 2, 4
     cfg.checkpoint_dir = str(tmp / "checkpoints")
-    cfg.epochs, cfg.save_every_n_epoch = 6, 3
+    cfg.epochs, cfg.save_every_n_epoch = 4, 2
     cfg.learning_rate, cfg.seed, cfg.device, cfg.preview_every_n_iter = 1e-3, 0, "cpu", 0
     path = config.save_config(cfg, tmp / "train.yaml")
     result = torchrun(2, path, tmp)
@@ -80,30 +80,30 @@ def test_two_ranks_write_one_set_of_checkpoints_and_metrics(two_rank_run):
     folder = Path(cfg.checkpoint_dir)
     names = sorted(p.name for p in folder.iterdir())
     assert names == [
-        "checkpoint_epoch_3.pytorch",
-        "checkpoint_epoch_6.pytorch",
+        "checkpoint_epoch_2.pytorch",
+        "checkpoint_epoch_4.pytorch",
         "loss_curve.png",
         "metrics.csv",
     ]
     with open(folder / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # written once, by rank 0
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # written once, by rank 0
     losses = [float(r["mean_loss"]) for r in rows]
     assert sum(losses[-2:]) / 2 < 0.8 * losses[0], losses
-    loaded = ckpt.load_checkpoint(folder / "checkpoint_epoch_6.pytorch")
+    loaded = ckpt.load_checkpoint(folder / "checkpoint_epoch_4.pytorch")
     # 2 patches per epoch, 1 per rank, batch 1: 1 step per epoch over both ranks' batches.
-    assert (loaded.epoch, loaded.num_iterations) == (6, 6)
+    assert (loaded.epoch, loaded.num_iterations) == (4, 4)
 
 
 def test_ranks_hold_identical_weights_equal_to_the_checkpoint(two_rank_run):
     cfg, result = two_rank_run
     found = dict(
-        re.findall(r"rank (\d)/2: completed at epoch 6, iteration 6, weights (\w+)", result.stderr)
+        re.findall(r"rank (\d)/2: completed at epoch 4, iteration 4, weights (\w+)", result.stderr)
     )
     assert set(found) == {"0", "1"}, result.stderr[-2000:]
     assert found["0"] == found["1"]
     model = build_model("unet_xy")
-    loaded = ckpt.load_checkpoint(f"{cfg.checkpoint_dir}/checkpoint_epoch_6.pytorch")
+    loaded = ckpt.load_checkpoint(f"{cfg.checkpoint_dir}/checkpoint_epoch_4.pytorch")
     ckpt.load_model_weights(model, loaded)  # strict, single process: the keys are unchanged
     assert weights_digest(model) == found["0"]
 
@@ -113,10 +113,10 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(two_rank_run, tmp_path):
     single = config.from_mapping(config.TrainConfig, yaml.safe_load(config.dump_config(cfg)))
     single.resume = cfg.checkpoint_dir  # the newest checkpoint in the folder
     single.checkpoint_dir = str(tmp_path / "more")
-    single.epochs = 7
+    single.epochs = 5
     events = list(train(single))
-    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [7]
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [5]
     finished = events[-1]
-    # Alone, one process takes the whole buffer of 2 patches: 2 steps in epoch 7.
+    # Alone, one process takes the whole buffer of 2 patches: 2 steps in epoch 5.
     assert isinstance(finished, TrainingFinished)
-    assert (finished.epoch, finished.iteration) == (7, 8)
+    assert (finished.epoch, finished.iteration) == (5, 6)

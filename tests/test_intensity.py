@@ -117,10 +117,17 @@ def test_the_band_warns_on_a_shifted_volume_not_on_the_training_one(blobs):
 
 
 def test_a_checkpoint_records_its_band_and_predict_warns_on_a_shifted_volume(
-    tiny_config, tmp_path, capsys, blobs
+    tiny_config, tmp_path, capsys, blobs, monkeypatch, stand_in_predictor
 ):
+    """The stand-in network trains and predicts: the band comes from the data, the warning
+    from the volume to predict, neither from the network."""
+    from conftest import StandInPredictor
+    from napari_cellseg_trainer.training import step
+
+    monkeypatch.setattr(step, "build_network", StandInPredictor)
     cfg = tiny_config
     cfg.epochs, cfg.normalization, cfg.acquisition_augmentation = 1, 21, True
+    cfg.preview_every_n_iter = 0
     assert config.validate(cfg) == []
     (saved,) = [e.path for e in train(cfg) if isinstance(e, CheckpointSaved)]
     band = IntensityBand.from_extra(ckpt.load_checkpoint(saved).extra)

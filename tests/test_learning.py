@@ -58,12 +58,12 @@ def test_the_quick_patch_fits_in_the_images():
     assert choice.size_out[2] >= 36  # as wide as the image allows (x out 36 = in 124)
 
 
-def test_the_step_probe_is_cached_per_machine(tmp_path, monkeypatch):
+def test_the_step_probe_is_cached_per_machine(tmp_path, monkeypatch, stand_in_network):
     import torch
 
     from napari_cellseg_trainer.training import probe
 
-    monkeypatch.setitem(probe.REFERENCE, "cpu", (29, 92, 92))  # the smallest: a quick probe
+    monkeypatch.setitem(probe.REFERENCE, "cpu", (29, 92, 92))  # the smallest valid size
     steps = []
     real = probe.TrainingStep.__call__
 

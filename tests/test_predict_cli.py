@@ -10,7 +10,7 @@ from napari_cellseg_trainer import config
 from napari_cellseg_trainer.cli import main
 
 # Prediction may use larger tiles than training (the network is fully convolutional).
-BIG_TILES = ["--set", "size_in=[32, 132, 132]"]
+BIG_TILES = ["--set", "size_in=[40, 132, 132]"]  # 12 planes out: one tile deep
 
 
 def short_form(checkpoint, image, out, *extra: str) -> int:
@@ -44,7 +44,7 @@ def test_short_form_writes_a_segmentation_named_as_the_cli_names_it(
 
 def test_config_form_folder_mode_with_several_outputs(trained_checkpoint, image_file, tmp_path):
     cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
-    cfg.size_in, cfg.size_out = [32, 132, 132], [4, 44, 44]
+    cfg.size_in, cfg.size_out = [40, 132, 132], [12, 44, 44]
     cfg.OutputCh = [0, 1, 2, 1]
     cfg.mode.name, cfg.mode.InputDir, cfg.mode.DataType = (
         "folder",
@@ -65,7 +65,7 @@ def test_timelapse_writes_one_file_per_time_point(trained_checkpoint, tmp_path):
     data = np.random.default_rng(0).random((2, 5, 30, 30), dtype=np.float32)
     tifffile.imwrite(movie, data, ome=True, metadata={"axes": "TZYX"})
     cfg = config.PredictConfig(model_path=str(trained_checkpoint), OutputDir=str(tmp_path / "o"))
-    cfg.size_in, cfg.size_out = [32, 132, 132], [4, 44, 44]
+    cfg.size_in, cfg.size_out = [40, 132, 132], [12, 44, 44]
     cfg.mode.InputFile, cfg.mode.timelapse, cfg.device = str(movie), True, "cpu"
     path = config.save_config(cfg, tmp_path / "predict.yaml")
     assert main(["predict", "--config", str(path)]) == 0
