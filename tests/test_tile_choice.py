@@ -157,8 +157,8 @@ def test_a_tile_that_runs_out_of_memory_is_halved_and_retried_with_a_note():
     first = choose_tile("unet_xy", (40, 4, 4), 64 * GIB)
     notes: list[str] = []
     # unet_xy's margins at no cost: a halved tile placed wrongly would show
-    unet = _Crop(geometry.margin_of(first.size_in, first.size_out))
-    picky = _Picky(unet, limit=int(np.prod(first.size_in)) - 1)
+    crop = _Crop(geometry.margin_of(first.size_in, first.size_out))
+    picky = _Picky(crop, limit=int(np.prod(first.size_in)) - 1)
     result = segment(
         picky, image, _config("auto", "blend"), torch.device("cpu"), Callbacks(note=notes.append)
     )
@@ -166,7 +166,7 @@ def test_a_tile_that_runs_out_of_memory_is_halved_and_retried_with_a_note():
     assert any(
         n.startswith(f"out of memory with tile {list(first.size_in)}; retrying") for n in notes
     )
-    expected = segment(unet, image, _config("auto", "blend"), torch.device("cpu"))  # one tile
+    expected = segment(crop, image, _config("auto", "blend"), torch.device("cpu"))  # one tile
     np.testing.assert_allclose(result, expected, atol=2e-5)
 
 
