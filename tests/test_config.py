@@ -68,6 +68,7 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
         "foreground_share",
         "intensity_augmentation",
         "acquisition_augmentation",
+        "acquisition_per_patch",
         "normalization",
         "holdout",
         "early_stop",
@@ -94,6 +95,7 @@ def test_established_file_loads_unchanged_and_saves_same_keys(tmp_path):
     assert not defaults.intensity_augmentation and defaults.normalization is None
     assert (defaults.holdout, defaults.early_stop, defaults.run_subfolder) == (0, None, False)
     assert not defaults.freeze_batchnorm  # BatchNorm statistics update as they always did
+    assert not defaults.acquisition_per_patch
 
 
 def test_save_load_round_trip_is_identity(tmp_path):
@@ -212,7 +214,7 @@ def test_overrides_set_nested_values_and_recompute_size_out(tmp_path):
 
 def test_every_field_has_kind_help_and_a_valid_default():
     specs = config.fields(TrainConfig)
-    assert len(specs) == len({s.key for s in specs}) == 45
+    assert len(specs) == len({s.key for s in specs}) == 46
     for spec in specs:
         assert isinstance(spec.kind, Kind)
         assert len(spec.help) > 20, spec.key

@@ -78,6 +78,40 @@ def test_buffers_with_the_acquisition_augmentation_keep_labels_and_the_recipe(bl
     assert varied.raw.min() >= -1 and varied.raw.max() <= 10  # recipe 21's bounds
 
 
+def test_per_patch_every_patch_gets_a_change_of_its_own(blobs, monkeypatch):
+    """acquisition_per_patch: one acquisition change a patch instead of one an image and buffer;
+    labels still the image's, raw within the recipe's bounds."""
+    from napari_cellseg_trainer.data import buffer
+
+    raw, label = blobs
+    image = TrainingImage("b", raw[None].astype(np.float32), label, np.ones(label.shape), "b", 21)
+    calls = []
+    real = buffer.acquisition_change
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(buffer, "acquisition_change", counted)
+    args = ([image], 4, (8, 40, 40), (4, 20, 20))
+    once = draw_buffer(*args, np.random.default_rng(5), sampling=Sampling(acquisition=21))
+    assert len(calls) == 1
+    each = Sampling(acquisition=21, per_patch=True)
+    varied = draw_buffer(*args, np.random.default_rng(5), sampling=each)
+    assert len(calls) == 1 + 4
+    for patches in (once, varied):
+        assert set(np.unique(patches.label)) <= set(np.unique(label))
+        assert patches.raw.min() >= -1 and patches.raw.max() <= 10  # recipe 21's bounds
+    assert not np.allclose(once.raw, varied.raw)
+
+
+def test_acquisition_per_patch_needs_the_acquisition_augmentation(tiny_config):
+    tiny_config.acquisition_per_patch = True
+    assert [p.key for p in config.validate(tiny_config)] == ["acquisition_per_patch"]
+    tiny_config.acquisition_augmentation, tiny_config.normalization = True, 24
+    assert config.validate(tiny_config) == []
+
+
 def test_recipe_21_is_robust_to_a_bright_tail():
     """1% saturated specks: the medians of nucleus and background move by at most 0.15 of their
     separation with recipe 21 (percentiles 5-95), by much more with recipe 20 (1-99.8)."""

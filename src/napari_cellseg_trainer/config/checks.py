@@ -58,6 +58,8 @@ def validate(cfg: TrainConfig) -> list[Problem]:
                 "needs normalization (e.g. 22): each changed image is normalised again",
             )
         )
+    if cfg.acquisition_per_patch and not cfg.acquisition_augmentation:
+        problems.append(Problem("acquisition_per_patch", "needs acquisition_augmentation: true"))
     if cfg.keep_best and not cfg.holdout:
         problems.append(Problem("keep_best", "needs holdout > 0: it keeps the best held-out IoU"))
     if cfg.resume and cfg.finetune_from:

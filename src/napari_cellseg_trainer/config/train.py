@@ -233,6 +233,16 @@ class TrainConfig(NetworkFields):
         "a brighter or dimmer next volume. Needs normalization." + OURS,
         group="learning",
     )
+    acquisition_per_patch: bool = param(
+        False,
+        VType("bool"),
+        OK,
+        "With acquisition_augmentation: a change of its own for each patch instead of one per "
+        "image and buffer (a 10-minute run draws about four buffers: four changes). The whole "
+        "image is changed and normalised again for each patch; on nuclei_1135 the fine-tune "
+        "then never fell below its start (docs/benchmarks.md)." + OURS,
+        group="learning",
+    )
     normalization: int | None = param(
         None,
         VType("int", minimum=0, optional=True),

@@ -208,6 +208,11 @@ def _cut_patches(
     if is_stored(image):  # too large to rotate whole: each patch from its own window
         cut_stored_patches(image, count, rng, out, start, margin, size_out, sampling)
         return
+    if sampling.acquisition is not None and sampling.per_patch and count > 1:
+        # a change of its own for each patch: the image changed and augmented once per patch
+        for k, own in enumerate(rng.integers(_SEED_LIMIT, size=count)):
+            _cut_patches(image, 1, int(own), start + k, out, margin, size_out, cancel, sampling)
+        return
     if sampling.acquisition is not None:  # its own stream: the same patches with it or not
         image = next_acquisition(image, sampling.acquisition, np.random.default_rng([seed, 1]))
     raw, label, costmap = augment_image(image, margin, rng)

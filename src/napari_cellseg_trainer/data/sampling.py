@@ -27,12 +27,13 @@ class Sampling:
 
     ``acquisition``: a normalisation recipe id: each image is changed as a next acquisition
     might record it (:func:`.intensity.acquisition_change`) and normalised again by that recipe,
-    once per buffer. None: images as they are.
+    once per buffer, or once per patch with ``per_patch``. None: images as they are.
     """
 
     foreground_share: float = 0.0
     intensity: bool = False
     acquisition: int | None = None
+    per_patch: bool = False
 
 
 ESTABLISHED = Sampling()  # uniform corners, no intensity change: the established trainer's

@@ -201,6 +201,7 @@ def quick_preset(
     # docs/training.md)
     cfg.intensity_augmentation = True
     cfg.acquisition_augmentation = True
+    cfg.acquisition_per_patch = True  # a change a patch: the 10-minute fine-tune holds
     cfg.normalization = ROBUST_NORMALIZATION
     cfg.holdout = holdout
     cfg.keep_best = bool(holdout)  # short runs go up and down: predict with their best

@@ -89,7 +89,9 @@ class TrainingRun:
         self.n_patches = world.share(cfg.loader.PatchPerBuffer)
         check_buffer_memory(cfg, self.n_patches)
         acquisition = cfg.normalization if cfg.acquisition_augmentation else None
-        sampling = Sampling(cfg.foreground_share, cfg.intensity_augmentation, acquisition)
+        sampling = Sampling(
+            cfg.foreground_share, cfg.intensity_augmentation, acquisition, cfg.acquisition_per_patch
+        )
         self.band = training_band(self.train_images, acquisition, self.rng)
         self.buffer = PatchBuffer(
             self.train_images,
