@@ -103,6 +103,10 @@ def test_per_patch_every_patch_gets_a_change_of_its_own(blobs, monkeypatch):
         assert set(np.unique(patches.label)) <= set(np.unique(label))
         assert patches.raw.min() >= -1 and patches.raw.max() <= 10  # recipe 21's bounds
     assert not np.allclose(once.raw, varied.raw)
+    # a bigger image gets fewer changes: their voxels in all bounded by PER_PATCH_VOXELS
+    monkeypatch.setattr(buffer, "PER_PATCH_VOXELS", 2 * raw.size)
+    draw_buffer(*args, np.random.default_rng(5), sampling=each)
+    assert len(calls) == 1 + 4 + 2
 
 
 def test_acquisition_per_patch_needs_the_acquisition_augmentation(tiny_config):

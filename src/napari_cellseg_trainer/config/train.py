@@ -239,8 +239,9 @@ class TrainConfig(NetworkFields):
         OK,
         "With acquisition_augmentation: a change of its own for each patch instead of one per "
         "image and buffer (a 10-minute run draws about four buffers: four changes). The whole "
-        "image is changed and normalised again for each patch; on nuclei_1135 the fine-tune "
-        "then never fell below its start (docs/benchmarks.md)." + OURS,
+        "image is changed and normalised again for each change, so a big image gets fewer (at "
+        "most 64M voxels changed per image and buffer, at least one change); on nuclei_1135 "
+        "the fine-tune then never fell below its start (docs/benchmarks.md)." + OURS,
         group="learning",
     )
     normalization: int | None = param(

@@ -208,10 +208,13 @@ def _cut_patches(
     if is_stored(image):  # too large to rotate whole: each patch from its own window
         cut_stored_patches(image, count, rng, out, start, margin, size_out, sampling)
         return
-    if sampling.acquisition is not None and sampling.per_patch and count > 1:
-        # a change of its own for each patch: the image changed and augmented once per patch
-        for k, own in enumerate(rng.integers(_SEED_LIMIT, size=count)):
-            _cut_patches(image, 1, int(own), start + k, out, margin, size_out, cancel, sampling)
+    changes = _acquisition_changes(image, count, sampling)
+    if changes > 1:  # the image changed and augmented once per group of patches
+        groups = np.array_split(np.arange(count), changes)
+        each = replace(sampling, per_patch=False)  # a group: one change
+        for group, own in zip(groups, rng.integers(_SEED_LIMIT, size=changes), strict=True):
+            first, n = start + int(group[0]), len(group)
+            _cut_patches(image, n, int(own), first, out, margin, size_out, cancel, each)
         return
     if sampling.acquisition is not None:  # its own stream: the same patches with it or not
         image = next_acquisition(image, sampling.acquisition, np.random.default_rng([seed, 1]))
@@ -226,6 +229,19 @@ def _cut_patches(
         if sampling.intensity:
             vary_intensity(out.raw[start + k], rng)
     # The augmented volumes go out of scope here: only the patches stay in memory.
+
+
+# With per_patch, the changes of one image in one buffer touch at most this many voxels in all:
+# a patch each for a volume up to 8M voxels (8 patches a buffer), fewer for a bigger one, and
+# one a buffer past 64M (each change normalises the whole image again)
+PER_PATCH_VOXELS = 2**26
+
+
+def _acquisition_changes(image: TrainingImage, count: int, sampling: Sampling) -> int:
+    """How many acquisition changes ``count`` patches of ``image`` get in one buffer."""
+    if sampling.acquisition is None or not sampling.per_patch or count < 2:
+        return 1
+    return int(min(count, max(1, PER_PATCH_VOXELS // max(1, image.raw.size))))
 
 
 def next_acquisition(image: TrainingImage, recipe: int, rng: np.random.Generator) -> TrainingImage:
