@@ -210,11 +210,12 @@ def _cut_patches(
         return
     changes = _acquisition_changes(image, count, sampling)
     if changes > 1:  # the image changed and augmented once per group of patches
-        groups = np.array_split(np.arange(count), changes)
         each = replace(sampling, per_patch=False)  # a group: one change
-        for group, own in zip(groups, rng.integers(_SEED_LIMIT, size=changes), strict=True):
-            first, n = start + int(group[0]), len(group)
+        first = start
+        seeds = rng.integers(_SEED_LIMIT, size=changes)
+        for n, own in zip(patch_counts(count, changes), seeds, strict=True):
             _cut_patches(image, n, int(own), first, out, margin, size_out, cancel, each)
+            first += n
         return
     if sampling.acquisition is not None:  # its own stream: the same patches with it or not
         image = next_acquisition(image, sampling.acquisition, np.random.default_rng([seed, 1]))
@@ -239,9 +240,9 @@ PER_PATCH_VOXELS = 2**26
 
 def _acquisition_changes(image: TrainingImage, count: int, sampling: Sampling) -> int:
     """How many acquisition changes ``count`` patches of ``image`` get in one buffer."""
-    if sampling.acquisition is None or not sampling.per_patch or count < 2:
+    if sampling.acquisition is None or not sampling.per_patch:
         return 1
-    return int(min(count, max(1, PER_PATCH_VOXELS // max(1, image.raw.size))))
+    return min(count, max(1, PER_PATCH_VOXELS // image.raw.size))
 
 
 def next_acquisition(image: TrainingImage, recipe: int, rng: np.random.Generator) -> TrainingImage:
