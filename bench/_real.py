@@ -181,9 +181,11 @@ def train_quick(
     seed: int = 0,
     before: bool = False,
     log: Callable[[str], None] = print,
+    recipe: int | None = None,
 ) -> Trained:
     """The quick preset on the data set's training volume for ``minutes`` (``start``: starter,
-    scratch). ``before``: the preset as it was (percentiles 1-99.8, no intensity changes)."""
+    scratch). ``before``: the preset as it was (percentiles 1-99.8, no intensity changes);
+    ``recipe``: the preset with this normalisation recipe instead of its own."""
     folder = work / "train"
     if not folder.exists():
         write_training_image(
@@ -208,6 +210,8 @@ def train_quick(
             False,
             False,
         )
+    elif recipe is not None:
+        cfg.normalization = recipe
     cfg.seed, cfg.preview_every_n_iter = seed, 0
     log(f"  {line}")
     log(

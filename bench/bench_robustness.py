@@ -4,21 +4,24 @@ volume, for models trained before and after the robustness change, in one run.
 The models train on the data set's training volume (see ``_real.py``) with the quick preset:
 
 - ``before``: the preset as it was (percentiles 1-99.8, no intensity changes), random weights;
-- ``after``: the preset now (recipe 22: specks removed, percentiles 5-95, the median brought to
-  0.25; acquisition and intensity augmentation);
+- ``after``: the preset now (recipe 25: stripes and specks taken out, percentiles 5-95, the
+  median brought to 0.25, a saturated maximum kept bright; acquisition and intensity
+  augmentation);
 - ``after+starter``: the same, starting from the starter model;
 
 (``--from DIR`` reuses bench_learning's ``--keep DIR`` runs for the last two, and ``DIR/before``
 when an earlier run of this benchmark kept it there (``--keep DIR``); ``--also NAME=CK``
 adds a checkpoint of your own as a column, e.g. one trained with an earlier recipe, or
 ``starter:nuclei`` as it is, and ``NAME=CK#24`` the same predicted with recipe 24 instead of
-its own; ``--models`` trains only those named.) Each is scored on the
+its own; ``--models`` trains only those named; ``--recipe 24`` trains ``after`` and
+``after+starter`` with recipe 24 instead of the preset's.) Each is scored on the
 test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7 and
 1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning fired or not
 is shown beside each. Nothing is tuned on the test volume.
 
     python bench/bench_robustness.py [--data nuclei|membranes] [--minutes 10] [--from DIR]
                                      [--also NAME=CHECKPOINT ...] [--models before ...]
+                                     [--recipe N]
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", type=Path, help="bench_learning --keep DIR")
     parser.add_argument("--keep", help="keep the run folders here")
     parser.add_argument("--membranes", type=Path, default=_real.MEMBRANES)
+    parser.add_argument(
+        "--recipe", type=int, help="train after and after+starter with this normalisation recipe"
+    )
     parser.add_argument("--also", nargs="+", default=[], metavar="NAME=CHECKPOINT")
     parser.add_argument(
         "--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="which to train"
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             models[name] = kept
             continue
         print(f"{name}: quick preset, {start}, {args.minutes:g} min")
-        trained = _real.train_quick(data, work / name, args.minutes, start, args.seed, before)
+        trained = _real.train_quick(
+            data, work / name, args.minutes, start, args.seed, before, recipe=args.recipe
+        )
         models[name] = trained.checkpoint
     for name, checkpoint in extra.items():
         print(f"{name}: {checkpoint}")

@@ -202,5 +202,8 @@ def test_recipe_24_exports_as_22_does_and_says_it_also_leaves_out_the_stripes():
     assert "recipe 24 first takes out bright stripes, removes specks" in caveat
     assert "none of these steps" in caveat and caveat in text
     assert "stripe" not in normalization_caveat(22) and normalization_caveat(21) is None
+    steps25, _, text25 = _normalization(25, v0_5)  # the Quick preset's: the same, one step more
+    assert [s.id for s in steps25] == ["scale_range", "clip"]
+    assert "keeps the voxels at the volume's maximum bright" in normalization_caveat(25) in text25
     volume = np.random.default_rng(0).random((1, 1, 4, 8, 8)).astype(np.float32)
     assert np.isfinite(function(volume)).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_cellseg_trainer.normalization import NormalizationError, normalize
 
@@ -309,7 +310,7 @@ def test_streamed_statistics_keep_one_slab_at_a_time_not_the_volume(monkeypatch)
     assert peak < 4 * slab_bytes  # the whole volume would be 32 slabs
 
 
-# ----------------------------------------------------------------- recipe 24 (the quick preset's)
+# ----------------------------------------------------------------- recipe 24 (the quick preset's before 25)
 
 
 def _striped(raw: np.ndarray) -> np.ndarray:
@@ -369,3 +370,70 @@ def test_recipe_24_block_by_block_equals_the_whole_volume():
         normalised_window(
             lambda spans: raw[spans], (3, slice(0, 9), slice(0, 9)), raw.shape, transform
         )
+
+
+# ----------------------------------------------------------------- recipe 25 (the quick preset's)
+
+
+def _saturating(raw: np.ndarray, gain: float) -> np.ndarray:
+    """``raw`` recorded with ``gain``: the bright voxels clipped flat at 255."""
+    return np.clip(np.round(raw.astype(np.float64) * gain), 0, 255).astype(np.uint8)
+
+
+def test_recipe_25_is_recipe_24_where_nothing_saturates():
+    """A noisy volume's brightest voxels are a few, not a plateau: 25 gives 24's values, with
+    stripes too; so does a volume whose plateau at the maximum lies above the level."""
+    for seed in range(3):
+        raw = _nuclei_like(seed)
+        for volume in (raw, _striped(raw)):
+            np.testing.assert_array_equal(normalize(volume[None], 25), normalize(volume[None], 24))
+    bright = _nuclei_like(0).astype(np.uint16)
+    bright[2:6, 10:14, 10:14] = 1000  # a saturated cell far above the window: 24 leaves it at 2.5+
+    assert normalize(bright[None], 24)[0][3, 11, 11] > 2.5
+    np.testing.assert_array_equal(normalize(bright[None], 25), normalize(bright[None], 24))
+
+
+def test_recipe_25_keeps_the_voxels_a_gain_clips_bright_and_no_other():
+    from napari_cellseg_trainer.normalization import SATURATED_LEVEL
+
+    raw = _nuclei_like(1)
+    raw[2:6, 10:14, 10:14] = 250  # a bright cell: 5 windows up as recorded
+    clipped = _saturating(raw, 2.0)  # the cell and the brightest nucleus voxels at 255
+    at_top = clipped == 255
+    assert 64 < np.count_nonzero(at_top) < 0.05 * raw.size
+    plain, kept = normalize(clipped[None], 24)[0], normalize(clipped[None], 25)[0]
+    assert plain[3, 11, 11] < 2.0 <= SATURATED_LEVEL  # 24: the clipped cell falls in the window
+    assert kept[3, 11, 11] == pytest.approx(SATURATED_LEVEL)
+    np.testing.assert_array_equal(kept[~at_top], plain[~at_top])
+    assert np.all(kept[at_top] >= plain[at_top])
+
+
+def test_recipe_25_leaves_saturated_specks_taken_out():
+    raw = _nuclei_like(1)
+    raw[2:6, 10:14, 10:14] = 255  # a saturated cell, low in this volume's window
+    dark = np.argwhere(ndimage.maximum_filter(raw, size=3) < 60)
+    specks = tuple(dark[:: len(dark) // 40].T)
+    raw[specks] = 255  # saturated specks in the background
+    plain, kept = normalize(raw[None], 24)[0], normalize(raw[None], 25)[0]
+    assert plain[3, 11, 11] < 2.0 and kept[3, 11, 11] == pytest.approx(2.5)
+    assert np.all(kept[specks] < 1.0)  # taken out, not kept bright
+    np.testing.assert_array_equal(kept[specks], plain[specks])
+
+
+def test_recipe_25_block_by_block_equals_the_whole_volume():
+    from napari_cellseg_trainer.normalization import normalised_window, streamed_normalizer
+
+    raw = _nuclei_like(2)
+    raw[2:6, 10:14, 10:14] = 250
+    for volume in (_saturating(raw, 2.0), _saturating(_striped(raw), 2.0)):
+        whole = normalize(volume[None], 25)[0]
+        assert whole.max() >= 2.5 > normalize(volume[None], 24)[0][3, 11, 11]
+        transform = streamed_normalizer(25, volume[None], 0)
+        for box in [
+            (slice(0, 16), slice(0, 48), slice(0, 48)),
+            (slice(1, 5), slice(8, 30), slice(9, 40)),  # across the clipped cell and a stripe
+        ]:
+            block = normalised_window(
+                lambda spans, v=volume: v[spans], box, volume.shape, transform
+            )
+            np.testing.assert_array_equal(block, whole[box])

@@ -178,15 +178,24 @@ def _balanced_window(sample: np.ndarray) -> tuple[float, float, float] | None:
     return lo, hi, power
 
 
-def _balanced_scale(img: np.ndarray, params: tuple[float, float, float] | None) -> np.ndarray:
+def _balanced_scale(
+    img: np.ndarray, params: tuple[float, float, float] | None, ceiling: float | None = None
+) -> np.ndarray:
+    """Recipe 22's values of ``img`` from its window and power; with ``ceiling`` (the volume's
+    maximum), the voxels there kept at least SATURATED_LEVEL bright (recipe 25)."""
     if params is None:
         return np.zeros(img.shape, dtype=np.float32)
     lo, hi, power = params
-    out = _robust_scale(without_specks(img, SPECK_STEP * (hi - lo)), (lo, hi))
+    clean = without_specks(img, SPECK_STEP * (hi - lo))
+    saturated = clean >= np.float32(ceiling) if ceiling is not None else None
+    out = _robust_scale(clean, (lo, hi))
+    del clean
     if power != 1.0:
         positive = out > 0
         out[positive] **= np.float32(power)
         np.clip(out, *ROBUST_BOUNDS, out=out)
+    if saturated is not None:
+        out[saturated] = np.maximum(out[saturated], np.float32(SATURATED_LEVEL))
     return out
 
 
@@ -239,8 +248,21 @@ def without_specks(img: np.ndarray, step: float) -> np.ndarray:
 STRIPE_STEP = 0.5
 STRIPE_ROWS = 11  # the row and 5 on each side
 STRIPE_PERCENTILE = 10.0
-# recipe -> the recipe whose values it gives where its extra step finds nothing to take out
-EXTENDS = {24: 22}
+# Recipe 25: recipe 24 with the detector's ceiling kept bright. A brighter acquisition records
+# its brightest structure flat at the detector's ceiling (the volume's maximum) while the window
+# (p95 - p5) grows with the gain, so the clipped voxels fall in the window: on nuclei_1136 under
+# a gain of 2, from up to 4.7 windows to 2.1, nucleus-bright (an unlabelled bright streak and
+# bright grains, 0.4% of the volume), and a model grows nuclei around them. The voxels at the
+# volume's maximum (once the specks and stripes are out) are raised to at least SATURATED_LEVEL
+# windows when they pile up there (at least SATURATED_SHARE of the voxels, and more than at the
+# next value down: a noisy volume's brightest voxels are a few, thinning out). Where the maximum
+# does not pile up, or lies above that level (as a well-exposed volume's does), 25 gives 24's
+# values. The level was chosen on nuclei_1135 with the nuclei starter: the one at which a gain
+# of 2 changed its IoU least (see docs/training.md).
+SATURATED_LEVEL = 2.5
+SATURATED_SHARE = 1e-3
+# recipe -> the recipe whose values it gives where its extra steps find nothing to take out
+EXTENDS = {24: 22, 25: 22}
 
 
 def same_values(a: object, b: object) -> bool:
@@ -250,16 +272,34 @@ def same_values(a: object, b: object) -> bool:
     return EXTENDS.get(a, a) == EXTENDS.get(b, b)
 
 
-def stripe_free_range(img: np.ndarray) -> np.ndarray:
+def stripe_free_range(img: np.ndarray, keep_ceiling: bool = False) -> np.ndarray:
     """Stripes taken out, then recipe 22: specks removed, percentiles 5 and 95 to 0 and 1, the
-    median brought to 0.25 by a power, bounded to [-1, 10] (recipe 24)."""
+    median brought to 0.25 by a power, bounded to [-1, 10] (recipe 24). ``keep_ceiling``: the
+    voxels at the volume's maximum then at least SATURATED_LEVEL (recipe 25)."""
     sample = _strided_sample(img)
+    ceiling = _saturated_at(sample, float(np.max(img))) if keep_ceiling and img.size else None
     if img.ndim == 3:
         excess = _stripe_excess(*_row_levels(img), sample)
         if excess is not None:
             img = _without_stripes(img, excess, (0, 0, 0))
             sample = _strided_sample(img)
-    return _balanced_scale(img, _balanced_window(sample))
+    return _balanced_scale(img, _balanced_window(sample), ceiling)
+
+
+def _saturated_at(sample: np.ndarray, top: float) -> float | None:
+    """``top`` (the volume's maximum) when the detector saturated there, else None.
+
+    Saturated: at least SATURATED_SHARE of the raw's strided ``sample`` lies at the maximum,
+    more of it than at the next value down (a clipped tail piles up at the ceiling; a noisy
+    tail thins out towards its brightest voxels).
+    """
+    if not sample.size or not np.isfinite(top):
+        return None
+    at_top = np.count_nonzero(sample >= top)
+    if at_top < SATURATED_SHARE * sample.size:
+        return None
+    below = sample[sample < top]
+    return top if not below.size or at_top > np.count_nonzero(below == below.max()) else None
 
 
 def _row_levels(img) -> tuple[np.ndarray, np.ndarray]:
@@ -363,6 +403,13 @@ RECIPES: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
         "volumes, bright stripes included)",
         stripe_free_range,
     ),
+    25: (
+        "stripes taken out, specks removed, percentiles 5 and 95 to 0 and 1, the median brought "
+        f"to 0.25 by a power, a saturated maximum kept at least {SATURATED_LEVEL:g} bright, "
+        "bounded to [-1, 10] (robust to brighter, dimmer and spoilt volumes, bright stripes and "
+        "a saturating gain included)",
+        partial(stripe_free_range, keep_ceiling=True),
+    ),
 }
 
 
@@ -427,6 +474,7 @@ _WINDOWS: dict[int, Callable | None] = {
     21: None,  # its own scale (robust_range), from the same sample
     22: None,  # its own (balanced_range), from the same sample; a halo of 1 for the specks
     24: None,  # 22's, after the stripes its rows' levels (one figure a row) show
+    25: None,  # 24's, and the volume's maximum
 }
 STREAMED = tuple(_WINDOWS)  # the recipes a volume read block by block can take
 
@@ -445,25 +493,29 @@ def streamed_normalizer(recipe: int | dict, source, channel: int) -> BlockNormal
             f"Normalization {recipe!r} needs the whole volume in memory; for a volume predicted "
             f"block by block use one of {usable}"
         )
-    mn, mx, mean, std, sample, rows = _channel_statistics(source, channel, rows=recipe == 24)
-    if recipe == 24 and rows is not None:
+    striped = recipe in (24, 25)
+    mn, mx, mean, std, sample, rows = _channel_statistics(source, channel, rows=striped)
+    ceiling = _saturated_at(sample, mx) if recipe == 25 else None
+    if striped and rows is not None:
         excess = _stripe_excess(*rows, sample)
         if excess is not None:
             cleaned = _stripe_free_sample(sample, source.shape[1:], excess)
             params = _balanced_window(cleaned)
             return BlockNormalizer(
                 lambda block, origin: _balanced_scale(
-                    _without_stripes(block, excess, origin), params
+                    _without_stripes(block, excess, origin), params, ceiling
                 ),
                 cleaned,
                 halo=1,
-                voxelwise=partial(_balanced_scale, params=params),
+                voxelwise=partial(_balanced_scale, params=params, ceiling=ceiling),
             )
     if recipe == 21:
         return BlockNormalizer(partial(_robust_scale, window=_robust_window(sample)), sample)
-    if recipe in (22, 24):
+    if recipe in (22, 24, 25):
         params = _balanced_window(sample)
-        return BlockNormalizer(partial(_balanced_scale, params=params), sample, halo=1)
+        return BlockNormalizer(
+            partial(_balanced_scale, params=params, ceiling=ceiling), sample, halo=1
+        )
     window = _WINDOWS[recipe]
     if window is None:
         span = mx - mn

@@ -251,7 +251,8 @@ class TrainConfig(NetworkFields):
         "How the training raw is normalised, as a recipe id of the prediction config's "
         "Normalization (e.g. 0: min-max, 20: percentiles 1-99.8, 21: percentiles 5-95, robust to a "
         "bright tail, 22: 21 with specks removed and the median brought to 0.25, robust to a "
-        "brighter, dimmer or spoilt next volume, 24: 22 with bright stripes taken out first). "
+        "brighter, dimmer or spoilt next volume, 24: 22 with bright stripes taken out first, 25: 24 with the voxels at "
+        "the volume's maximum kept bright, robust to a gain that saturates). "
         "null: folder images as given "
         "(they should already be about [0, 1]), layers min-max (0). Recorded in the checkpoint: "
         "prediction applies the same by default." + OURS,
@@ -309,8 +310,8 @@ class TrainConfig(NetworkFields):
         "Start from the weights of this checkpoint (or a folder's newest) with a fresh optimiser "
         "and epoch count: fine-tuning on new or corrected labels. Unlike resume, a new run. "
         "starter:nuclei (unet_xy_zoom) or starter:boundaries (unet_xy) starts from a starter "
-        "model shipped with the plugin; normalization must then be the starter's (22; 24 and "
-        "21 also work)." + OURS,
+        "model shipped with the plugin; normalization must then be the starter's (22; 24, 25 "
+        "and 21 also work)." + OURS,
         group="training",
         path="file",
     )

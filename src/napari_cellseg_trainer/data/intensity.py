@@ -155,7 +155,8 @@ class IntensityBand:
         None when it lies inside (within :data:`TOLERANCE`), or when the volume was normalised
         by another recipe than the training raw (the figures would not compare). Raw used as
         given in training (recipe None, about [0, 1]) compares with min-max (0), which
-        prediction then applies; recipes 22 and 24 compare (24 is 22 after the stripes).
+        prediction then applies; recipes 22, 24 and 25 compare (24 is 22 after the stripes, 25 24
+        with a saturated maximum kept bright).
         """
         if isinstance(recipe, dict):
             return None

@@ -132,7 +132,7 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
             _percentiles,
             "percentiles 1-99.8, clipped",
         )
-    if normalization in (22, 24):  # the linear part, with the caveat in the README
+    if normalization in _LEFT_OUT:  # the linear part, with the caveat in the README
         pre, function, text = _normalization(21, v0_5)
         return pre, function, f"{text}. {normalization_caveat(normalization)}"
     if normalization == 21:  # percentiles 5 and 95 to 0 and 1, bounded: scale_range then clip
@@ -161,17 +161,36 @@ def _normalization(normalization: Any, v0_5: Any) -> tuple[list, Any, str]:
 
 def normalization_caveat(normalization: Any) -> str | None:
     """What a package cannot describe of a recipe it exports (None: it describes it exactly)."""
-    if normalization in (22, 24):
-        stripes = "takes out bright stripes, " if normalization == 24 else ""
-        steps = "none of these steps" if normalization == 24 else "neither step"
-        spoilt = "saturated specks or a stripe" if normalization == 24 else "saturated specks"
+    if normalization in _LEFT_OUT:
+        steps, none, spoilt = _LEFT_OUT[normalization]
         return (
-            f"The plugin's recipe {normalization} first {stripes}removes specks and brings the "
-            f"median to 0.25 by a power; bioimage.io has {steps}, so the package gives the "
-            f"model the percentile window only: on a volume with {spoilt}, or brighter or "
-            "dimmer than the training one, its predictions are not the plugin's"
+            f"The plugin's recipe {normalization} first {steps}; bioimage.io has {none}, so the "
+            f"package gives the model the percentile window only: on a volume with {spoilt}, or "
+            "brighter or dimmer than the training one, its predictions are not the plugin's"
         )
     return None
+
+
+# The recipes exported as their percentile window (21's), and what that leaves out: the steps,
+# how many, and the volumes on which the package's predictions then differ from the plugin's.
+_LEFT_OUT = {
+    22: (
+        "removes specks and brings the median to 0.25 by a power",
+        "neither step",
+        "saturated specks",
+    ),
+    24: (
+        "takes out bright stripes, removes specks and brings the median to 0.25 by a power",
+        "none of these steps",
+        "saturated specks or a stripe",
+    ),
+    25: (
+        "takes out bright stripes, removes specks, brings the median to 0.25 by a power and "
+        "keeps the voxels at the volume's maximum bright",
+        "none of these steps",
+        "saturated specks, a stripe or a saturating gain",
+    ),
+}
 
 
 def _percentiles(x: np.ndarray) -> np.ndarray:
