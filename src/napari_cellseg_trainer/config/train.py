@@ -251,9 +251,9 @@ class TrainConfig(NetworkFields):
         "How the training raw is normalised, as a recipe id of the prediction config's "
         "Normalization (e.g. 0: min-max, 20: percentiles 1-99.8, 21: percentiles 5-95, robust to a "
         "bright tail, 22: 21 with specks removed and the median brought to 0.25, robust to a "
-        "brighter, dimmer or spoilt next volume, 24: 22 with bright stripes taken out first, 25: 24 with the voxels at "
-        "the volume's maximum kept bright, robust to a gain that saturates). "
-        "null: folder images as given "
+        "brighter, dimmer or spoilt next volume, 24: 22 with bright stripes taken out first, "
+        "25: 24 with the voxels at the volume's maximum kept bright, robust to a gain that "
+        "saturates). null: folder images as given "
         "(they should already be about [0, 1]), layers min-max (0). Recorded in the checkpoint: "
         "prediction applies the same by default." + OURS,
         group="learning",
