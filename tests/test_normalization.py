@@ -310,7 +310,7 @@ def test_streamed_statistics_keep_one_slab_at_a_time_not_the_volume(monkeypatch)
     assert peak < 4 * slab_bytes  # the whole volume would be 32 slabs
 
 
-# ----------------------------------------------------------------- recipe 24 (the quick preset's before 25)
+# ----------------------------------------------------- recipe 24 (the quick preset's before 25)
 
 
 def _striped(raw: np.ndarray) -> np.ndarray:
@@ -409,13 +409,15 @@ def test_recipe_25_keeps_the_voxels_a_gain_clips_bright_and_no_other():
 
 
 def test_recipe_25_leaves_saturated_specks_taken_out():
+    from napari_cellseg_trainer.normalization import SATURATED_LEVEL
+
     raw = _nuclei_like(1)
     raw[2:6, 10:14, 10:14] = 255  # a saturated cell, low in this volume's window
     dark = np.argwhere(ndimage.maximum_filter(raw, size=3) < 60)
     specks = tuple(dark[:: len(dark) // 40].T)
     raw[specks] = 255  # saturated specks in the background
     plain, kept = normalize(raw[None], 24)[0], normalize(raw[None], 25)[0]
-    assert plain[3, 11, 11] < 2.0 and kept[3, 11, 11] == pytest.approx(2.5)
+    assert plain[3, 11, 11] < 2.0 and kept[3, 11, 11] == pytest.approx(SATURATED_LEVEL)
     assert np.all(kept[specks] < 1.0)  # taken out, not kept bright
     np.testing.assert_array_equal(kept[specks], plain[specks])
 
