@@ -4,20 +4,20 @@ volume, for models trained before and after the robustness change, in one run.
 The models train on the data set's training volume (see ``_real.py``) with the quick preset:
 
 - ``before``: the preset as it was (percentiles 1-99.8, no intensity changes), random weights;
-- ``after``: the preset now (recipe 25: stripes and specks taken out, percentiles 5-95, the
-  median brought to 0.25, a saturated maximum kept bright; acquisition and intensity
-  augmentation);
+- ``after``: the preset now (recipe 26: stripes and specks taken out, percentiles 5-95, the
+  median brought to 0.25, a saturated maximum kept bright where it lies well above the window;
+  acquisition and intensity augmentation);
 - ``after+starter``: the same, starting from the starter model;
 
 (``--from DIR`` reuses bench_learning's ``--keep DIR`` runs for the last two, and ``DIR/before``
 when an earlier run of this benchmark kept it there (``--keep DIR``); ``--also NAME=CK``
 adds a checkpoint of your own as a column, e.g. one trained with an earlier recipe, or
 ``starter:nuclei`` as it is, and ``NAME=CK#24`` the same predicted with recipe 24 instead of
-its own; ``--models`` trains only those named; ``--recipe 24`` trains ``after`` and
+its own; ``--models`` trains only those named (none with ``--also``); ``--recipe 24`` trains ``after`` and
 ``after+starter`` with recipe 24 instead of the preset's.) Each is scored on the
 test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7 and
-1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning fired or not
-is shown beside each. Nothing is tuned on the test volume.
+1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning and the
+saturation warning fired or not are shown beside each. Nothing is tuned on the test volume.
 
     python bench/bench_robustness.py [--data nuclei|membranes] [--minutes 10] [--from DIR]
                                      [--also NAME=CHECKPOINT ...] [--models before ...]
@@ -41,6 +41,9 @@ MODELS = {
     "after": ("scratch", False, "scratch+quick"),
     "after+starter": ("starter", False, "starter+quick"),
 }
+
+
+HEADER = "IoU at 0.5 on the test volume (* = the shift warning, ! = the saturation warning)"
 
 
 def _saturating(raw: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -90,12 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--also", nargs="+", default=[], metavar="NAME=CHECKPOINT")
     parser.add_argument(
-        "--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="which to train"
+        "--models",
+        nargs="*",
+        default=list(MODELS),
+        choices=list(MODELS),
+        help="which to train (none: only the --also checkpoints)",
     )
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.also if "=" in item)
     if len(extra) != len(args.also):
         parser.error("--also takes NAME=CHECKPOINT")
+    if not args.models and not extra:
+        parser.error("nothing to score: name --models to train, or --also NAME=CHECKPOINT")
     data = _real.load(args.data, args.membranes)
     if data is None:
         return 0
@@ -122,29 +131,27 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = checkpoint  # a path or starter:NAME
         if recipe:
             recipes[name] = int(recipe)
-    table: dict[str, dict[str, tuple[float, bool]]] = {}
+    table: dict[str, dict[str, tuple[float, str]]] = {}
     for change, make in changes(data.test_raw).items():
         volume = make()
         for name, checkpoint in models.items():
             warnings: list[str] = []
             prob, _ = _real.predict(checkpoint, volume, warnings, recipes.get(name))
-            table.setdefault(name, {})[change] = (
-                _real.iou(prob > 0.5, data.test_truth),
-                any("intensities differ" in line for line in warnings),  # the shift warning
+            marks = "".join(
+                mark if any(words in line for line in warnings) else " "
+                for mark, words in (("*", "intensities differ"), ("!", "detector saturated"))
             )
+            table.setdefault(name, {})[change] = (_real.iou(prob > 0.5, data.test_truth), marks)
     print()
     names = list(models)
-    print(
-        f"IoU at 0.5 on the test volume (* = the shift warning fired){'':<4}"
-        + "".join(f"{n:>16}" for n in names)
-    )
+    print(HEADER + "".join(f"{n:>17}" for n in names))
     for change in changes(data.test_raw):
         cells = []
         for name in names:
-            value, warned = table[name][change]
+            value, marks = table[name][change]
             drop = value - table[name]["as it is"][0]
-            cells.append(f"{value:7.3f} ({drop:+.3f}){'*' if warned else ' '}")
-        print(f"{change:<62}" + "".join(f"{c:>16}" for c in cells))
+            cells.append(f"{value:7.3f} ({drop:+.3f}){marks}")
+        print(f"{change:<{len(HEADER)}}" + "".join(f"{c:>17}" for c in cells))
     for name in names:
         drops = [
             table[name]["as it is"][0] - v for c, (v, _) in table[name].items() if c != "as it is"

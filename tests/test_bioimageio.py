@@ -205,5 +205,8 @@ def test_recipe_24_exports_as_22_does_and_says_it_also_leaves_out_the_stripes():
     steps25, _, text25 = _normalization(25, v0_5)  # the Quick preset's: the same, one step more
     assert [s.id for s in steps25] == ["scale_range", "clip"]
     assert "keeps the voxels at the volume's maximum bright" in normalization_caveat(25) in text25
+    steps26, _, text26 = _normalization(26, v0_5)
+    assert [s.id for s in steps26] == ["scale_range", "clip"]
+    assert "bright where it lies well above the window" in normalization_caveat(26) in text26
     volume = np.random.default_rng(0).random((1, 1, 4, 8, 8)).astype(np.float32)
     assert np.isfinite(function(volume)).all()

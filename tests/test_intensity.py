@@ -11,7 +11,11 @@ from napari_cellseg_trainer import checkpoint as ckpt
 from napari_cellseg_trainer import config
 from napari_cellseg_trainer.cli import main
 from napari_cellseg_trainer.data import TrainingImage, draw_buffer, intensity, make_sample
-from napari_cellseg_trainer.data.intensity import IntensityBand, acquisition_change
+from napari_cellseg_trainer.data.intensity import (
+    IntensityBand,
+    acquisition_change,
+    saturation_warnings,
+)
 from napari_cellseg_trainer.data.sampling import Sampling
 from napari_cellseg_trainer.data.synthetic import synthetic_volume
 from napari_cellseg_trainer.normalization import normalize
@@ -154,6 +158,29 @@ def test_the_band_warns_on_a_shifted_volume_not_on_the_training_one(blobs):
     assert IntensityBand.from_extra({"intensity": {"low": "x"}}) is None
 
 
+def test_the_saturation_warning_fires_where_a_quarter_of_the_voxels_lie_at_the_maximum(blobs):
+    raw, _ = blobs
+    assert saturation_warnings([raw]) == []
+    clipped = np.minimum(raw, np.percentile(raw, 60))  # about 40% of the voxels saturate
+    share = np.mean(clipped == clipped.max())
+    assert 0.35 < share < 0.45
+    (line,) = saturation_warnings([clipped])
+    assert line.startswith(
+        f"{share:.0%} of this volume's voxels lie at its maximum ({clipped.max():g})"
+    )
+    assert "lower gain" in line
+    fifth = np.minimum(raw, np.percentile(raw, 80))
+    assert np.mean(fifth == fifth.max()) < 0.25 and saturation_warnings([fifth]) == []
+    specks = raw.copy()
+    specks[np.random.default_rng(0).random(raw.shape) < 0.01] = 255
+    assert saturation_warnings([specks]) == []
+    noisy = np.random.default_rng(1).normal(100, 10, raw.shape)  # a tail thinning out
+    assert saturation_warnings([noisy]) == []
+    assert saturation_warnings([np.zeros_like(raw)]) == []  # flat: no ceiling to speak of
+    lines = saturation_warnings([raw, clipped])  # named by channel when there are several
+    assert len(lines) == 1 and lines[0].startswith(f"channel 1: {share:.0%}")
+
+
 def test_a_checkpoint_records_its_band_and_predict_warns_on_a_shifted_volume(
     tiny_config, tmp_path, capsys, blobs, monkeypatch, stand_in_predictor
 ):
@@ -174,13 +201,22 @@ def test_a_checkpoint_records_its_band_and_predict_warns_on_a_shifted_volume(
     image = tifffile.imread(sample)[:16, :48, :48]  # a corner: the band, not the tile, is tested
     tifffile.imwrite(tmp_path / "same.tif", image)
     tifffile.imwrite(tmp_path / "dark.tif", (np.clip(image, 0, None) ** 4).astype(np.float32))
-    for name, warned in (("same", False), ("dark", True)):
+    saturated = np.minimum(image, np.percentile(image, 50)).astype(np.float32)
+    share = np.mean(saturated == saturated.max())  # about half the voxels at the ceiling
+    tifffile.imwrite(tmp_path / "saturated.tif", saturated)
+    for name, shifted, clipped in (
+        ("same", False, False),
+        ("dark", True, False),
+        ("saturated", True, True),
+    ):
         for fmt in ("tiff", "ome-zarr"):  # in memory, and block by block
             args = ["predict", "--checkpoint", str(saved), "--input", str(tmp_path / f"{name}.tif")]
             out = ["--output", str(tmp_path / f"out-{name}-{fmt}"), "--format", fmt]
             assert main([*args, *out]) == 0
             err = capsys.readouterr().err
-            assert ("warning: this volume's intensities differ" in err) is warned, (fmt, err)
+            assert ("warning: this volume's intensities differ" in err) is shifted, (fmt, err)
+            saying = f"warning: {share:.0%} of this volume's voxels lie at its maximum"
+            assert (saying in err) is clipped, (fmt, err)
 
 
 def cfg_folder(cfg):

@@ -439,3 +439,71 @@ def test_recipe_25_block_by_block_equals_the_whole_volume():
                 lambda spans, v=volume: v[spans], box, volume.shape, transform
             )
             np.testing.assert_array_equal(block, whole[box])
+
+
+# ------------------------------------------------------------------ recipe 26 (the quick preset's)
+
+
+def _walls_like(seed: int = 0) -> np.ndarray:
+    """(16, 48, 48) uint8 like a membrane stack: a bright cytoplasm (noisy, about 100) cut by
+    walls (about 200, a fifth of the voxels) that fill the window to its top."""
+    rng = np.random.default_rng(seed)
+    _, y, x = np.ogrid[:16, :48, :48]
+    walls = ((y + x) % 12 < 2) | ((y - x) % 14 < 1)  # slanted: no row is all wall (a stripe)
+    raw = np.where(walls, 200.0, 100.0) + rng.normal(0, 8, (16, 48, 48))
+    return np.clip(np.round(raw), 0, 255).astype(np.uint8)
+
+
+def test_recipe_26_is_recipe_25_where_the_saturated_maximum_lies_above_the_window():
+    """A gain that clips a bright cell far above the nuclei (the maximum 1.5 windows up or
+    more), with stripes too, and a saturated cell among saturated specks: 26 keeps the cell
+    bright as 25 does."""
+    from napari_cellseg_trainer.normalization import SATURATED_LEVEL
+
+    raw = _nuclei_like(1) // 2  # nuclei at 60: a gain of 2 leaves them in the window
+    raw[2:6, 10:14, 10:14] = 250
+    specked = _nuclei_like(1)
+    specked[2:6, 10:14, 10:14] = 255
+    dark = np.argwhere(ndimage.maximum_filter(specked, size=3) < 60)
+    specked[tuple(dark[:: len(dark) // 40].T)] = 255
+    for volume in (_saturating(raw, 2.0), _saturating(_striped(raw), 2.0), specked):
+        kept = normalize(volume[None], 26)
+        assert kept[0, 3, 11, 11] == pytest.approx(SATURATED_LEVEL)
+        assert normalize(volume[None], 24)[0, 3, 11, 11] < SATURATED_LEVEL
+        np.testing.assert_array_equal(kept, normalize(volume[None], 25))
+
+
+def test_recipe_26_is_recipe_24_where_the_structure_itself_saturates():
+    """Walls clipped flat by an offset or a gain (the maximum at the window's top): 25 makes
+    them brighter than they ever were, 26 leaves them as 24 does; with saturated specks too."""
+    raw = _walls_like(2)
+    specked = raw.copy()
+    specked[np.random.default_rng(3).random(raw.shape) < 0.01] = 255
+    for volume in (_saturating(raw.astype(np.float64) + 60, 1.0), _saturating(raw, 1.3), specked):
+        plain = normalize(volume[None], 24)
+        assert normalize(volume[None], 25).max() >= 2.5 > plain.max()  # 25 raises the walls
+        np.testing.assert_array_equal(normalize(volume[None], 26), plain)
+
+
+def test_recipe_26_block_by_block_equals_the_whole_volume():
+    from napari_cellseg_trainer.normalization import normalised_window, streamed_normalizer
+
+    raw = _nuclei_like(2) // 2
+    raw[2:6, 10:14, 10:14] = 250
+    volumes = [
+        _saturating(raw, 2.0),
+        _saturating(_striped(raw), 2.0),
+        _saturating(_walls_like(), 1.3),
+    ]
+    for n, volume in enumerate(volumes):
+        whole = normalize(volume[None], 26)[0]
+        assert bool(whole.max() >= 2.5) is (n < 2)  # the clipped cell kept bright, the walls not
+        transform = streamed_normalizer(26, volume[None], 0)
+        for box in [
+            (slice(0, 16), slice(0, 48), slice(0, 48)),
+            (slice(1, 5), slice(8, 30), slice(9, 40)),
+        ]:
+            block = normalised_window(
+                lambda spans, v=volume: v[spans], box, volume.shape, transform
+            )
+            np.testing.assert_array_equal(block, whole[box])

@@ -181,7 +181,7 @@ def test_the_quick_preset_starts_from_the_starter_and_says_so(tmp_path, monkeypa
     captured = capsys.readouterr()
     assert "starting from starter:nuclei" in captured.err
     assert "finetune_from: starter:nuclei" in captured.out
-    assert "normalization: 25" in captured.out and "acquisition_augmentation: true" in captured.out
+    assert "normalization: 26" in captured.out and "acquisition_augmentation: true" in captured.out
     assert main([*argv, "--start", "scratch"]) == 0
     captured = capsys.readouterr()
     assert "from random weights" in captured.err and "finetune_from: null" in captured.out

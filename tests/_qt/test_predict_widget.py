@@ -453,6 +453,13 @@ def test_a_volume_unlike_the_training_data_is_warned_beside_the_preview(
     panel.set_image(viewer.layers["like"])
     run(panel, qtbot, panel.preview)
     assert panel.shift_label.isHidden()  # cleared by the next prediction
+    clipped = viewer.add_image(np.minimum(like_training, np.median(like_training)), name="clip")
+    panel.set_image(clipped)
+    run(panel, qtbot, panel.preview)
+    said = panel.shift_label.text().split("\n")  # each warning a line of its own
+    assert any("voxels lie at its maximum" in line and "lower gain" in line for line in said)
+    assert all(line.startswith("⚠ ") for line in said)
+    assert any("detector saturated" in message for _, message in notes)
 
 
 def test_a_starter_button_loads_the_starter_model(viewer, notes):

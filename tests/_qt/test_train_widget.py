@@ -424,7 +424,7 @@ def test_start_from_chooses_the_starter_random_weights_or_a_checkpoint(
     tools.start_box.activated.emit(0)  # the starter model
     cfg = panel.form.cfg
     if STARTERS["nuclei"].installed:
-        assert cfg.finetune_from == "starter:nuclei" and cfg.normalization == 25
+        assert cfg.finetune_from == "starter:nuclei" and cfg.normalization == 26
         assert "starting from starter:nuclei" in panel.status.text()
     panel.form.set_value("model.zoom_ratio", 2)
     tools.start_box.activated.emit(0)

@@ -347,9 +347,10 @@ class PredictWidget(WorkerPanel):
         self.tile_label.setText(line)
 
     def _on_warn(self, line: str) -> None:
-        """The volume is unlike the model's training data: said beside the preview, and once as
-        a notification."""
-        self.shift_label.setText(f"⚠ {line}")
+        """The volume is unlike the model's training data, or saturated: said beside the preview
+        (under what this prediction said before), and once as a notification."""
+        before = "" if self.shift_label.isHidden() else self.shift_label.text() + "\n"
+        self.shift_label.setText(f"{before}⚠ {line}")
         self.shift_label.setVisible(True)
         show_warning(line)
 

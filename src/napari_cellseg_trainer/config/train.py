@@ -253,7 +253,8 @@ class TrainConfig(NetworkFields):
         "bright tail, 22: 21 with specks removed and the median brought to 0.25, robust to a "
         "brighter, dimmer or spoilt next volume, 24: 22 with bright stripes taken out first, "
         "25: 24 with the voxels at the volume's maximum kept bright, robust to a gain that "
-        "saturates). null: folder images as given "
+        "saturates, 26: 25 where that maximum lies 1.5 windows up or more, else 24, so that a "
+        "structure which itself saturates is not made brighter). null: folder images as given "
         "(they should already be about [0, 1]), layers min-max (0). Recorded in the checkpoint: "
         "prediction applies the same by default." + OURS,
         group="learning",
@@ -310,8 +311,8 @@ class TrainConfig(NetworkFields):
         "Start from the weights of this checkpoint (or a folder's newest) with a fresh optimiser "
         "and epoch count: fine-tuning on new or corrected labels. Unlike resume, a new run. "
         "starter:nuclei (unet_xy_zoom) or starter:boundaries (unet_xy) starts from a starter "
-        "model shipped with the plugin; normalization must then be the starter's (22; 24, 25 "
-        "and 21 also work)." + OURS,
+        "model shipped with the plugin; normalization must then be the starter's (22; 24, 25, "
+        "26 and 21 also work)." + OURS,
         group="training",
         path="file",
     )

@@ -190,6 +190,12 @@ _LEFT_OUT = {
         "none of these steps",
         "saturated specks, a stripe or a saturating gain",
     ),
+    26: (
+        "takes out bright stripes, removes specks, brings the median to 0.25 by a power and "
+        "keeps the voxels at the volume's maximum bright where it lies well above the window",
+        "none of these steps",
+        "saturated specks, a stripe or a saturating gain",
+    ),
 }
 
 

@@ -24,6 +24,7 @@ import torch
 
 from ..config import PredictConfig
 from ..data.images import ImageReadError, open_lazy
+from ..data.intensity import saturation_warnings
 from ..devices import keep_large_blocks_apart
 from ..distributed import World
 from ..files import writing
@@ -71,9 +72,11 @@ def predict_to_zarr(
     plan = TilePlan.make(shape, size_in, size_out, cfg.tiling, cfg.overlap, grid=grid)
     image = _Normalised(source, cfg.Normalization)
     band = getattr(model, "intensity_band", None)
-    if band is not None and warn is not None and world.rank == 0:  # said once, before a block
-        line = band.shift(image.transforms[0].normalized_sample(), cfg.Normalization)
-        if line:
+    if warn is not None and world.rank == 0:  # said once, before a block
+        lines = saturation_warnings([t.sample for t in image.transforms])
+        if band is not None:
+            lines.append(band.shift(image.transforms[0].normalized_sample(), cfg.Normalization))
+        for line in filter(None, lines):
             warn(line)
     made_by = fingerprint(model, cfg, size_in, size_out)
     with writing(output, f"writing-{world.rank}"):  # one live writer per rank and store

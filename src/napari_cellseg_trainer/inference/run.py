@@ -14,6 +14,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import PredictConfig, set_field
 from ..data.images import ImageReadError, read_microscopy, require_zarr
+from ..data.intensity import saturation_warnings
 from ..devices import release_freed_memory
 from ..distributed import rank_device, world_from_env
 from ..model_source import model_from_checkpoint, open_model
@@ -115,7 +116,8 @@ class Callbacks:
     progress : (tiles done, tiles in all), fractions included, as work finishes.
     should_cancel : checked between batches; True raises PredictionCancelled.
     note : one line about a choice made on the way (the tile chosen, a retry).
-    warn : one line about a doubt on the result (a volume unlike the training data).
+    warn : one line about a doubt on the result (a volume unlike the training data, or
+        saturated).
     """
 
     progress: Progress | None = None
@@ -148,6 +150,9 @@ def segment(
             f"the image holds {bad} NaN or infinite value(s): they would spread through the "
             "normalisation and the network; replace them first"
         )
+    if callbacks.warn is not None:
+        for line in saturation_warnings(image):
+            callbacks.warn(line)
     image = normalize(image, cfg.Normalization)
     warn_if_shifted(model, image, cfg, callbacks)
     ratio = tuple(cfg.ResizeRatio)

@@ -43,8 +43,9 @@ REINSTALL = "pip install --force-reinstall napari-cellseg-trainer"
 # pretrained on recipe 21's window with acquisition changes, and record 22 (21 with specks
 # removed and the median brought to 0.25, images among those); 24 is 22 with bright stripes
 # taken out first (the same images where a volume has none), 25 is 24 with the voxels at the
-# volume's maximum kept bright (the same where they are); configs written with 21 go on.
-TAKES = {22: (22, 24, 25, 21)}
+# volume's maximum kept bright (the same where they are), 26 is 25 where that maximum lies
+# well above the window and 24 below; configs written with 21 go on.
+TAKES = {22: (22, 24, 25, 26, 21)}
 
 
 def starter(reference: str) -> Starter:

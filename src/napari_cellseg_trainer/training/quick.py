@@ -198,7 +198,7 @@ def quick_preset(
     cfg.foreground_share = 0.5
     # the next volume may be brighter, dimmer or carry a bright artefact: train for it, and
     # normalise so that stripes, specks, a gain (a saturating one too), an offset or a gamma are
-    # undone (recipe 25, docs/training.md)
+    # undone (recipe 26, docs/training.md)
     cfg.intensity_augmentation = True
     cfg.acquisition_augmentation = True
     cfg.acquisition_per_patch = True  # a change a patch: the 10-minute fine-tune holds
