@@ -266,9 +266,9 @@ SATURATED_SHARE = 1e-3
 # brightest voxels (flat-topped walls) saturated, not a bright tail beyond it, and 25 made them
 # brighter than they had ever been. On the ovule's training half the ceiling lies at 1.00-1.07
 # windows under every change of bench_robustness (as recorded too); on nuclei_1135 wherever it
-# piles up at 1.74-3.35 (a gain of 2: 1.74). 1.5 lies between. The same three 10-minute
-# ovule fine-tunes trained with 25, predicted with 24 instead, lost at most 0.006 under an
-# offset of +20% and 0.008 under specks where 25 lost up to 0.082 and 0.085.
+# piles up at 1.74-3.35 (a gain of 2: 1.74). 1.5 lies between. Three 10-minute ovule
+# fine-tunes trained with 25 (bench_robustness, seeds 0-2) lost up to 0.082 under an offset of
+# +20% and 0.085 under specks; predicting with 24 instead, at most 0.006 and 0.008.
 SATURATED_ABOVE = 1.5
 # recipe -> the recipe whose values it gives where its extra steps find nothing to take out
 EXTENDS = {24: 22, 25: 22, 26: 22}
