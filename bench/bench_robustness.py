@@ -13,9 +13,9 @@ The models train on the data set's training volume (see ``_real.py``) with the q
 when an earlier run of this benchmark kept it there (``--keep DIR``); ``--also NAME=CK``
 adds a checkpoint of your own as a column, e.g. one trained with an earlier recipe, or
 ``starter:nuclei`` as it is, and ``NAME=CK#24`` the same predicted with recipe 24 instead of
-its own; ``--models`` trains only those named (none with ``--also``); ``--recipe 24`` trains ``after`` and
-``after+starter`` with recipe 24 instead of the preset's.) Each is scored on the
-test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7 and
+its own; ``--models`` trains only those named (none with ``--also``); ``--recipe 24``
+trains ``after`` and ``after+starter`` with recipe 24 instead of the preset's.) Each is scored
+on the test volume as it is and changed: gain x0.5 and x2, offset +20% of the range, gamma 0.7 and
 1.4, 1% of voxels saturated specks, a bright stripe; the intensity-shift warning and the
 saturation warning fired or not are shown beside each. Nothing is tuned on the test volume.
 

@@ -272,6 +272,9 @@ SATURATED_SHARE = 1e-3
 SATURATED_ABOVE = 1.5
 # recipe -> the recipe whose values it gives where its extra steps find nothing to take out
 EXTENDS = {24: 22, 25: 22, 26: 22}
+# recipes 24-26 (stripes taken out first) -> how many windows above the 5th percentile a
+# saturated maximum must lie to be kept bright (None: it is not)
+CEILING_ABOVE: dict[int, float | None] = {24: None, 25: 0.0, 26: SATURATED_ABOVE}
 
 
 def same_values(a: object, b: object) -> bool:
@@ -281,15 +284,14 @@ def same_values(a: object, b: object) -> bool:
     return EXTENDS.get(a, a) == EXTENDS.get(b, b)
 
 
-def stripe_free_range(
-    img: np.ndarray, keep_ceiling: bool = False, above: float = 0.0
-) -> np.ndarray:
+def stripe_free_range(img: np.ndarray, above: float | None = None) -> np.ndarray:
     """Stripes taken out, then recipe 22: specks removed, percentiles 5 and 95 to 0 and 1, the
-    median brought to 0.25 by a power, bounded to [-1, 10] (recipe 24). ``keep_ceiling``: the
-    voxels at the volume's maximum then at least SATURATED_LEVEL (recipe 25), where the maximum
-    lies at least ``above`` windows above the 5th percentile (recipe 26: SATURATED_ABOVE)."""
+    median brought to 0.25 by a power, bounded to [-1, 10] (recipe 24). With ``above``: the
+    voxels at a saturated maximum then at least SATURATED_LEVEL where the maximum lies at least
+    ``above`` windows above the 5th percentile (recipe 25: 0, recipe 26: SATURATED_ABOVE)."""
     sample = _strided_sample(img)
-    ceiling = _saturated_at(sample, float(np.max(img))) if keep_ceiling and img.size else None
+    keep = above is not None and img.size
+    ceiling = _saturated_at(sample, float(np.max(img))) if keep else None
     if img.ndim == 3:
         excess = _stripe_excess(*_row_levels(img), sample)
         if excess is not None:
@@ -300,11 +302,11 @@ def stripe_free_range(
 
 
 def _kept_ceiling(
-    ceiling: float | None, params: tuple[float, float, float] | None, above: float
+    ceiling: float | None, params: tuple[float, float, float] | None, above: float | None
 ) -> float | None:
     """``ceiling`` where it lies at least ``above`` windows (p95 - p5) above the 5th percentile
     of ``params`` (from :func:`_balanced_window`), else None: then nothing is kept bright."""
-    if ceiling is None or params is None:
+    if ceiling is None or params is None or above is None:
         return None
     lo, hi, _ = params
     return ceiling if ceiling - lo >= above * (hi - lo) else None
@@ -444,7 +446,7 @@ RECIPES: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
         f"to 0.25 by a power, a saturated maximum kept at least {SATURATED_LEVEL:g} bright, "
         "bounded to [-1, 10] (robust to brighter, dimmer and spoilt volumes, bright stripes and "
         "a saturating gain included)",
-        partial(stripe_free_range, keep_ceiling=True),
+        partial(stripe_free_range, above=CEILING_ABOVE[25]),
     ),
     26: (
         "stripes taken out, specks removed, percentiles 5 and 95 to 0 and 1, the median brought "
@@ -452,7 +454,7 @@ RECIPES: dict[int, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
         f"it lies {SATURATED_ABOVE:g} windows up or more, bounded to [-1, 10] (robust to "
         "brighter, dimmer and spoilt volumes, bright stripes and a saturating gain included; a "
         "structure that itself saturates keeps 24's values)",
-        partial(stripe_free_range, keep_ceiling=True, above=SATURATED_ABOVE),
+        partial(stripe_free_range, above=CEILING_ABOVE[26]),
     ),
 }
 
@@ -538,10 +540,10 @@ def streamed_normalizer(recipe: int | dict, source, channel: int) -> BlockNormal
             f"Normalization {recipe!r} needs the whole volume in memory; for a volume predicted "
             f"block by block use one of {usable}"
         )
-    striped = recipe in (24, 25, 26)
+    striped = recipe in CEILING_ABOVE
     mn, mx, mean, std, sample, rows = _channel_statistics(source, channel, rows=striped)
-    ceiling = _saturated_at(sample, mx) if recipe in (25, 26) else None
-    above = SATURATED_ABOVE if recipe == 26 else 0.0
+    above = CEILING_ABOVE.get(recipe)
+    ceiling = _saturated_at(sample, mx) if above is not None else None
     if striped and rows is not None:
         excess = _stripe_excess(*rows, sample)
         if excess is not None:
@@ -558,7 +560,7 @@ def streamed_normalizer(recipe: int | dict, source, channel: int) -> BlockNormal
             )
     if recipe == 21:
         return BlockNormalizer(partial(_robust_scale, window=_robust_window(sample)), sample)
-    if recipe in (22, 24, 25, 26):
+    if recipe == 22 or striped:
         params = _balanced_window(sample)
         ceiling = _kept_ceiling(ceiling, params, above)
         return BlockNormalizer(

@@ -171,6 +171,10 @@ def normalization_caveat(normalization: Any) -> str | None:
     return None
 
 
+_KEPT_BRIGHT = (
+    "takes out bright stripes, removes specks, brings the median to 0.25 by a power and keeps "
+    "the voxels at the volume's maximum bright"
+)
 # The recipes exported as their percentile window (21's), and what that leaves out: the steps,
 # how many, and the volumes on which the package's predictions then differ from the plugin's.
 _LEFT_OUT = {
@@ -184,15 +188,9 @@ _LEFT_OUT = {
         "none of these steps",
         "saturated specks or a stripe",
     ),
-    25: (
-        "takes out bright stripes, removes specks, brings the median to 0.25 by a power and "
-        "keeps the voxels at the volume's maximum bright",
-        "none of these steps",
-        "saturated specks, a stripe or a saturating gain",
-    ),
+    25: (_KEPT_BRIGHT, "none of these steps", "saturated specks, a stripe or a saturating gain"),
     26: (
-        "takes out bright stripes, removes specks, brings the median to 0.25 by a power and "
-        "keeps the voxels at the volume's maximum bright where it lies well above the window",
+        _KEPT_BRIGHT + " where it lies well above the window",
         "none of these steps",
         "saturated specks, a stripe or a saturating gain",
     ),
